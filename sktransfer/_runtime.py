@@ -1,0 +1,68 @@
+"""Where and how models run: device choice, mixed precision, memory format."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda, then mps, then cpu; anything else is checked and returned.
+
+    Raises
+    ------
+    ValueError
+        If the device string is invalid or the device is not available here.
+    """
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"Invalid device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here; "
+                         "use device='auto' or 'cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was requested but MPS is not available here")
+    return dev
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for full float32.
+
+    ``"auto"`` means bfloat16 on GPUs that support it, float16 on other GPUs, and float32
+    on the CPU (where autocast is slower than float32 for convolutions).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "float32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return None
+    return torch.bfloat16 if precision == "bfloat16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """An autocast context for ``dtype`` on ``device``, or a no-op for float32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_channels_last(device: torch.device) -> bool:
+    """channels_last memory format is faster for convolutions on CUDA (tensor cores)."""
+    return device.type == "cuda"

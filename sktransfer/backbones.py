@@ -1,0 +1,397 @@
+"""Turn a backbone spec into one object: feature body, output size, layer groups, preprocessing.
+
+A spec is a torchvision classification model name (``"resnet50"``) with ``weights``
+(``"DEFAULT"``, a weights name such as ``"IMAGENET1K_V2"``, ``None`` for random
+initialisation, or a path to a local weights file), or any :class:`torch.nn.Module`.
+This is the only module that knows torchvision's names.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models import WeightsEnum
+
+from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+DEFAULT_MODEL = "efficientnet_b0"
+HEAD_NAMES = ("fc", "classifier", "head", "heads", "_fc")
+_MLP_LAYERS = (nn.Linear, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.SiLU,
+               nn.Tanh, nn.Identity, nn.Flatten)
+
+
+class WeightsUnavailableError(OSError):
+    """Pretrained weights are neither cached nor downloadable."""
+
+
+@dataclass
+class Backbone:
+    """A pretrained network ready for transfer learning.
+
+    Attributes
+    ----------
+    body : nn.Module
+        Maps a normalised ``(N, 3, H, W)`` batch to pooled features ``(N, num_features)``.
+        Its classification head is removed.
+    num_features : int
+        Size of the pooled feature vector.
+    groups : list of (str, list of str)
+        Ordered layer groups, stem first and last block last; each is a name and the
+        names of the submodules of ``body.net`` it holds.
+    preprocessing : Preprocessing
+        Resize, crop and normalisation the weights expect.
+    name : str
+        A readable name of the architecture.
+    """
+
+    body: nn.Module
+    num_features: int
+    groups: list[tuple[str, list[str]]]
+    preprocessing: Preprocessing
+    name: str
+
+
+class PooledBody(nn.Module):
+    """Wraps a head-less network; flattens its output, global-average-pooling maps first."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pool_features(self.net(x))
+
+
+def pool_features(out: torch.Tensor) -> torch.Tensor:
+    """Global average pool ``(N, C, H, W)`` maps (or ``(N, T, C)`` tokens) to ``(N, C)``."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    elif hasattr(out, "logits"):  # e.g. GoogLeNetOutputs / InceptionOutputs
+        out = out.logits
+    if out.ndim == 4:
+        return out.mean(dim=(2, 3))
+    if out.ndim == 3:
+        return out.mean(dim=1)
+    return out.flatten(1)
+
+
+# --------------------------------------------------------------------------- weights
+def list_torchvision_models() -> list[str]:
+    """Names of torchvision's ImageNet classification models."""
+    return tvm.list_models(module=tvm)
+
+
+def _check_model_name(name: str) -> None:
+    names = list_torchvision_models()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"Unknown torchvision model {name!r}.{hint} Pass one of "
+            "torchvision.models.list_models(module=torchvision.models), or an nn.Module."
+        )
+
+
+def _resolve_enum(name: str, weights: str | WeightsEnum) -> WeightsEnum:
+    enum_cls = tvm.get_model_weights(name)
+    if isinstance(weights, WeightsEnum):
+        return weights
+    key = weights.split(".")[-1]
+    try:
+        return enum_cls[key]
+    except KeyError:
+        valid = ["DEFAULT", *enum_cls.__members__]
+        raise ValueError(
+            f"Unknown weights {weights!r} for {name!r}; valid names are {valid}, None, or a "
+            "path to a local weights file"
+        ) from None
+
+
+def _cached_file(enum: WeightsEnum) -> Path:
+    filename = os.path.basename(urlparse(enum.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _load_enum(name: str, enum: WeightsEnum, progress: bool) -> nn.Module:
+    cached = _cached_file(enum)
+    try:
+        return tvm.get_model(name, weights=enum, progress=progress)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        if cached.exists():
+            raise
+        raise WeightsUnavailableError(
+            f"Cannot load pretrained weights {enum} for {name!r}: they are not in the torch "
+            f"hub cache ({cached}) and downloading failed ({exc}). Offline, either put the file "
+            f"{cached.name} in $TORCH_HOME/hub/checkpoints (TORCH_HOME is now "
+            f"{os.environ.get('TORCH_HOME', 'unset')}), pass weights='/path/to/weights.pth' "
+            "(a local state dict), or use weights=None for random initialisation."
+        ) from exc
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a weights file safely (``torch.load(..., weights_only=True)``).
+
+    Accepts a plain state dict or a checkpoint holding one under ``"state_dict"``,
+    ``"model_state_dict"`` or ``"model"``; a ``"module."`` prefix (DataParallel) is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"Cannot load weights file {path} with torch.load(weights_only=True): {exc}"
+        ) from exc
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"Weights file {path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_into(module: nn.Module, path: str | os.PathLike) -> None:
+    state = load_state_dict_file(path)
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"Weights file {path} does not match the architecture: "
+            f"{len(result.missing_keys)} missing keys {result.missing_keys[:5]}, "
+            f"{len(result.unexpected_keys)} unexpected keys {result.unexpected_keys[:5]}"
+        )
+
+
+def _looks_like_path(weights: object) -> bool:
+    if isinstance(weights, Path):
+        return True
+    return isinstance(weights, str) and (
+        os.sep in weights or weights.endswith((".pth", ".pt", ".bin")) or os.path.exists(weights)
+    )
+
+
+# --------------------------------------------------------------------------- head removal
+def _strip_sequential_head(seq: nn.Sequential) -> nn.Module:
+    """Drop the trailing MLP (Linear/Dropout/activation layers with a Linear) of a Sequential."""
+    children = list(seq.children())
+    cut = len(children)
+    while cut > 0 and isinstance(children[cut - 1], _MLP_LAYERS):
+        cut -= 1
+    if not any(isinstance(c, nn.Linear) for c in children[cut:]):
+        if any(isinstance(c, nn.Conv2d) for c in children):  # SqueezeNet's conv classifier
+            return nn.AdaptiveAvgPool2d(1)
+        return seq
+    kept = children[:cut]
+    return nn.Sequential(*kept) if kept else nn.Identity()
+
+
+def strip_head(net: nn.Module) -> nn.Module:
+    """Remove the classification head of ``net`` in place and return it."""
+    for attr in HEAD_NAMES:
+        head = getattr(net, attr, None)
+        if isinstance(head, nn.Linear):
+            setattr(net, attr, nn.Identity())
+            break
+        if isinstance(head, nn.Sequential):
+            setattr(net, attr, _strip_sequential_head(head))
+            break
+    else:
+        if isinstance(net, nn.Sequential):
+            net = _strip_sequential_head(net)
+    avgpool = getattr(net, "avgpool", None)
+    if isinstance(avgpool, nn.AdaptiveAvgPool2d) and avgpool.output_size not in (1, (1, 1)):
+        net.avgpool = nn.AdaptiveAvgPool2d(1)  # VGG/AlexNet: pool the last conv stage globally
+    for attr in ("aux_logits", "AuxLogits", "aux1", "aux2"):  # Inception/GoogLeNet side heads
+        if attr == "aux_logits" and hasattr(net, attr):
+            net.aux_logits = False
+        elif isinstance(getattr(net, attr, None), nn.Module):
+            setattr(net, attr, None)
+    return net
+
+
+# --------------------------------------------------------------------------- layer groups
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def default_groups(net: nn.Module) -> list[tuple[str, list[str]]]:
+    """The natural stages of ``net``, stem first: ResNet-like, ``features``-based, or children."""
+    if all(hasattr(net, a) for a in ("conv1", "layer1", "layer4")):  # ResNet / ResNeXt
+        stem = [n for n in ("conv1", "bn1") if hasattr(net, n)]
+        return [("stem", stem)] + [(f"layer{i}", [f"layer{i}"]) for i in range(1, 5)]
+    if hasattr(net, "stem") and hasattr(net, "trunk_output"):  # RegNet
+        blocks = [f"trunk_output.{n}" for n, _ in net.trunk_output.named_children()]
+        return [("stem", ["stem"])] + [(b, [b]) for b in blocks]
+    attr = "features" if hasattr(net, "features") else "layers"
+    features = getattr(net, attr, None)
+    if isinstance(features, nn.Sequential) and not hasattr(net, "encoder"):
+        children = list(features.named_children())
+        if any(n.startswith("denseblock") for n, _ in children):  # DenseNet
+            groups: list[tuple[str, list[str]]] = [("stem", [])]
+            for name, _ in children:
+                if name.startswith("denseblock"):
+                    groups.append((name, []))
+                groups[-1][1].append(f"features.{name}")
+            return groups
+        if any(isinstance(m, nn.MaxPool2d) for _, m in children):  # VGG/AlexNet: pool-ended
+            blocks: list[tuple[str, list[str]]] = [(f"block{1}", [])]
+            for name, module in children:
+                blocks[-1][1].append(f"{attr}.{name}")
+                if isinstance(module, nn.MaxPool2d):
+                    blocks.append((f"block{len(blocks) + 1}", []))
+            return [(g, m) for g, m in blocks if m]
+        names = [f"{attr}.{n}" for n, m in children if _has_params(m)]
+        return [(n, [n]) for n in names]
+    if hasattr(net, "encoder") and hasattr(net.encoder, "layers"):  # ViT
+        prefix = [n for n in ("conv_proj",) if hasattr(net, n)]
+        layers = [f"encoder.layers.{n}" for n, _ in net.encoder.layers.named_children()]
+        return [("stem", prefix)] + [(n, [n]) for n in layers] + [("encoder.ln", ["encoder.ln"])]
+    return [(n, [n]) for n, m in net.named_children() if _has_params(m)]
+
+
+def check_groups(net: nn.Module, groups: list[tuple[str, list[str]]]) -> None:
+    """Raise a clear error if a group names a submodule that ``net`` lacks."""
+    names = dict(net.named_modules())
+    for group, members in groups:
+        for member in members:
+            if member not in names:
+                raise ValueError(
+                    f"Layer group {group!r} names {member!r}, which is not a submodule; "
+                    f"top-level children are {[n for n, _ in net.named_children()]}"
+                )
+
+
+# --------------------------------------------------------------------------- preprocessing
+def _weights_preprocessing(enum: WeightsEnum) -> dict:
+    t = enum.transforms()
+    return {
+        "resize_size": int(t.resize_size[0]),
+        "crop_size": int(t.crop_size[0]),
+        "mean": tuple(t.mean),
+        "std": tuple(t.std),
+        "interpolation": t.interpolation,
+    }
+
+
+def make_preprocessing(
+    base: dict | None,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    mean: tuple | None = None,
+    std: tuple | None = None,
+) -> Preprocessing:
+    """Combine the weights' own preprocessing (``base``) with user overrides."""
+    base = dict(base or {"resize_size": 256, "crop_size": 224,
+                         "mean": IMAGENET_MEAN, "std": IMAGENET_STD})
+    if image_size is not None:
+        ratio = base["resize_size"] / base["crop_size"]
+        base["crop_size"] = int(image_size)
+        base["resize_size"] = int(resize_size) if resize_size is not None else round(
+            image_size * ratio)
+    elif resize_size is not None:
+        base["resize_size"] = int(resize_size)
+    if base["resize_size"] < base["crop_size"]:
+        raise ValueError(
+            f"resize_size={base['resize_size']} is smaller than the crop size "
+            f"{base['crop_size']}"
+        )
+    for key, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            value = tuple(float(v) for v in value)
+            if len(value) != 3:
+                raise ValueError(f"{key} must have 3 values (R, G, B), got {value}")
+            base[key] = value
+    if any(s <= 0 for s in base["std"]):
+        raise ValueError(f"std values must be positive, got {base['std']}")
+    return Preprocessing(**base)
+
+
+# --------------------------------------------------------------------------- entry point
+def load_backbone(
+    model: str | nn.Module = DEFAULT_MODEL,
+    weights: str | os.PathLike | WeightsEnum | None = "DEFAULT",
+    *,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    mean: tuple | None = None,
+    std: tuple | None = None,
+    groups: list | dict | None = None,
+    progress: bool = False,
+) -> Backbone:
+    """Build a :class:`Backbone` from a spec.
+
+    Parameters
+    ----------
+    model : str or nn.Module, default="efficientnet_b0"
+        A torchvision classification model name, or a module (deep-copied, never modified).
+    weights : str, path, WeightsEnum or None, default="DEFAULT"
+        For a name: a weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``...), ``None`` for random
+        initialisation, or a local weights file. For a module: ``"DEFAULT"``/``None`` keep its
+        weights, a path loads a state dict into it.
+    image_size, resize_size, mean, std : optional
+        Override the crop size, resize size and normalisation of the weights.
+    groups : list or dict, optional
+        Layer groups (stem first), each a submodule name or list of names; a dict maps group
+        names to them. Default: the architecture's natural stages.
+    progress : bool, default=False
+        Show a download progress bar.
+
+    Returns
+    -------
+    Backbone
+    """
+    if isinstance(model, nn.Module):
+        net = copy.deepcopy(model)
+        name = type(model).__name__
+        if _looks_like_path(weights):
+            _load_into(net, weights)
+        elif weights not in (None, "DEFAULT"):
+            raise ValueError(
+                f"weights={weights!r} cannot apply to an nn.Module; use 'DEFAULT' or None to "
+                "keep its weights, or a path to a state dict file"
+            )
+        base = None
+    elif isinstance(model, str):
+        _check_model_name(model)
+        name = model
+        default_enum = tvm.get_model_weights(model).DEFAULT
+        base = _weights_preprocessing(default_enum)
+        if weights is None:
+            net = tvm.get_model(model, weights=None)
+        elif _looks_like_path(weights):
+            net = tvm.get_model(model, weights=None)
+            _load_into(net, weights)
+        elif isinstance(weights, (str, WeightsEnum)):
+            enum = _resolve_enum(model, weights)
+            base = _weights_preprocessing(enum)
+            net = _load_enum(model, enum, progress)
+        else:
+            raise TypeError(f"weights must be a str, a path or None, got {type(weights).__name__}")
+    else:
+        raise TypeError(
+            f"model must be a torchvision model name or an nn.Module, got {type(model).__name__}"
+        )
+    net = strip_head(net)
+    net.eval()
+    if groups is None:
+        layer_groups = default_groups(net)
+    else:
+        items = groups.items() if isinstance(groups, dict) else (
+            (g if isinstance(g, str) else "+".join(g), g) for g in groups)
+        layer_groups = [(str(k), [v] if isinstance(v, str) else list(v)) for k, v in items]
+    check_groups(net, layer_groups)
+    body = PooledBody(net)
+    preprocessing = make_preprocessing(base, image_size, resize_size, mean, std)
+    with torch.no_grad():
+        size = preprocessing.crop_size
+        num_features = body(torch.zeros(1, 3, size, size)).shape[1]
+    return Backbone(body, int(num_features), layer_groups, preprocessing, name)

@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny models, tiny images, offline weights."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+
+def tiny_cnn(n_classes: int = 10, seed: int = 0) -> nn.Sequential:
+    """A small CNN with BatchNorm, a pooled body and a Linear head."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, n_classes),
+    )
+
+
+@pytest.fixture
+def tiny_model() -> nn.Sequential:
+    return tiny_cnn()
+
+
+@pytest.fixture
+def rgb_uint8() -> np.ndarray:
+    """Six 20x24 RGB images, NHWC uint8."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(6, 20, 24, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def image_files(tmp_path: Path, rgb_uint8: np.ndarray) -> list[Path]:
+    """The same six images written as PNG and JPEG files of mixed sizes and modes."""
+    paths = []
+    for i, arr in enumerate(rgb_uint8):
+        img = Image.fromarray(arr)
+        if i % 3 == 1:
+            img = img.resize((30 + i, 18 + i))
+        if i % 3 == 2:
+            img = img.convert("L")
+        path = tmp_path / f"img{i}.{'png' if i % 2 else 'jpg'}"
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every network connection attempt fail, as on an offline machine."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, private TORCH_HOME (nothing cached)."""
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def cached_mobilenet(torch_home: Path) -> Path:
+    """Seeded mobilenet_v3_small weights placed in the torch hub cache, as a download would."""
+    from torchvision import models as tvm
+
+    from sktransfer.backbones import _cached_file
+
+    enum = tvm.MobileNet_V3_Small_Weights.DEFAULT
+    torch.manual_seed(123)
+    state = tvm.mobilenet_v3_small(weights=None).state_dict()
+    path = _cached_file(enum)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
