@@ -1,0 +1,127 @@
+"""The scikit-learn contract, checked for every public estimator.
+
+``check_estimator`` skips estimators whose input is not a 2-D array, so this module
+checks the contract itself on image input, plus the sklearn checks that need no data.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import estimator_checks as sk_checks
+from torch import nn
+
+from sktransfer import PretrainedFeatureExtractor
+
+from .conftest import tiny_cnn
+
+RNG = np.random.default_rng(0)
+X_IMAGES = RNG.integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)
+Y_LABELS = np.array(["a", "b"] * 4)
+
+
+def _extractor():
+    return PretrainedFeatureExtractor(tiny_cnn(), image_size=16, resize_size=16)
+
+
+# (factory of a small estimator, its output method)
+ESTIMATORS = {
+    "PretrainedFeatureExtractor": (_extractor, "transform"),
+}
+DEFAULTS = {"PretrainedFeatureExtractor": PretrainedFeatureExtractor}
+
+
+def _equal_params(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key, va in a.items():
+        vb = b[key]
+        if isinstance(va, nn.Module):
+            sa, sb = va.state_dict(), vb.state_dict()
+            if type(va) is not type(vb) or sa.keys() != sb.keys():
+                return False
+            if not all(torch.equal(sa[k], sb[k]) for k in sa):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+@pytest.fixture(params=sorted(ESTIMATORS))
+def case(request):
+    factory, method = ESTIMATORS[request.param]
+    return request.param, factory, method
+
+
+def test_init_only_stores_parameters(case):
+    _, factory, _ = case
+    est = factory()
+    assert set(vars(est)) == set(est.get_params(deep=False))
+
+
+def test_clone_gives_equal_unfitted_copy(case):
+    _, factory, method = case
+    est = factory().fit(X_IMAGES, Y_LABELS)
+    copy = clone(est)
+    assert _equal_params(copy.get_params(), est.get_params())
+    with pytest.raises(NotFittedError):
+        getattr(copy, method)(X_IMAGES)
+
+
+def test_params_round_trip(case):
+    _, factory, _ = case
+    est = factory()
+    params = est.get_params()
+    est.set_params(**params)
+    assert _equal_params(est.get_params(), params)
+    est.set_params(batch_size=3)
+    assert est.get_params()["batch_size"] == 3
+
+
+def test_fit_returns_self_and_unfitted_raises(case):
+    _, factory, method = case
+    est = factory()
+    with pytest.raises(NotFittedError):
+        getattr(est, method)(X_IMAGES)
+    assert est.fit(X_IMAGES, Y_LABELS) is est
+
+
+def test_pickle_round_trip_gives_identical_output(case):
+    _, factory, method = case
+    est = factory().fit(X_IMAGES, Y_LABELS)
+    before = getattr(est, method)(X_IMAGES)
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(getattr(loaded, method)(X_IMAGES), before)
+
+
+def test_tags_are_honest_about_image_input(case):
+    _, factory, _ = case
+    tags = factory().__sklearn_tags__()
+    assert tags.input_tags.two_d_array is False
+    assert tags.input_tags.string is True
+    assert tags.requires_fit is True
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        sk_checks.check_no_attributes_set_in_init,
+        sk_checks.check_parameters_default_constructible,
+        sk_checks.check_get_params_invariance,
+        sk_checks.check_set_params,
+        sk_checks.check_do_not_raise_errors_in_init_or_set_params,
+        sk_checks.check_estimator_cloneable,
+        sk_checks.check_estimator_repr,
+        sk_checks.check_mixin_order,
+        sk_checks.check_estimator_tags_renamed,
+    ],
+    ids=lambda c: c.__name__,
+)
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_sklearn_checks_that_apply(name, check):
+    check(name, DEFAULTS[name]())

@@ -1,0 +1,87 @@
+"""Fitted models saved with joblib load in a fresh, offline process with identical output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from sktransfer import PretrainedFeatureExtractor
+
+LOADER = textwrap.dedent(
+    """
+    import socket, sys
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled")
+    socket.create_connection = refuse
+    socket.socket.connect = refuse
+    socket.getaddrinfo = refuse
+    import joblib, numpy as np
+    model_path, x_path, out_path = sys.argv[1:4]
+    model = joblib.load(model_path)
+    X = np.load(x_path)
+    np.save(out_path, model.predict_proba(X) if hasattr(model, "predict_proba")
+            else model.transform(X))
+    """
+)
+
+
+def run_in_fresh_process(model_path: Path, X: np.ndarray, tmp_path: Path, env: dict) -> np.ndarray:
+    """Load ``model_path`` in a new interpreter with networking disabled; return its output."""
+    x_path, out_path = tmp_path / "X.npy", tmp_path / "out.npy"
+    np.save(x_path, X)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(model_path), str(x_path), str(out_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return np.load(out_path)
+
+
+def offline_env(tmp_path: Path) -> dict:
+    empty_home = tmp_path / "empty_torch_home"
+    empty_home.mkdir(exist_ok=True)
+    env = dict(os.environ, TORCH_HOME=str(empty_home), CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_pipeline_joblib_round_trip_offline_carries_weights(cached_mobilenet, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(10, 36, 36, 3), dtype=np.uint8)
+    y = np.array(["cat", "dog"] * 5)
+    pipe = make_pipeline(
+        PretrainedFeatureExtractor("mobilenet_v3_small", image_size=32), LogisticRegression()
+    ).fit(X, y)
+    expected = pipe.predict_proba(X)
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(pipe, model_path)
+    # The loading process has no network and an empty hub cache: weights must be in the file.
+    got = run_in_fresh_process(model_path, X, tmp_path, offline_env(tmp_path))
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fitted_on_gpu_loads_on_cpu_only(tmp_path):
+    from .conftest import tiny_cnn
+
+    X = np.random.default_rng(1).integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8)
+    ext = PretrainedFeatureExtractor(tiny_cnn(), image_size=16, resize_size=16, device="auto")
+    ext.fit(X)
+    gpu_out = ext.transform(X)  # moves the network to the GPU
+    assert next(ext.backbone_.body.parameters()).is_cuda
+    model_path = tmp_path / "gpu.joblib"
+    joblib.dump(ext, model_path)
+    cpu_out = run_in_fresh_process(model_path, X, tmp_path, offline_env(tmp_path))
+    np.testing.assert_allclose(cpu_out, gpu_out, atol=5e-2)
+    assert next(ext.backbone_.body.parameters()).is_cuda  # dumping left the fitted model as is
