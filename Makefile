@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_extraction.py
+	$(BIN)/python benchmarks/bench_finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

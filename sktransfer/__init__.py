@@ -2,10 +2,12 @@
 
 from .backbones import Backbone, WeightsUnavailableError, load_backbone
 from .extractor import PretrainedFeatureExtractor
+from .finetune import FineTuneClassifier
 from .images import ImageInputError
 
 __all__ = [
     "Backbone",
+    "FineTuneClassifier",
     "ImageInputError",
     "PretrainedFeatureExtractor",
     "WeightsUnavailableError",

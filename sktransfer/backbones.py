@@ -180,14 +180,18 @@ def _looks_like_path(weights: object) -> bool:
 
 
 # --------------------------------------------------------------------------- head removal
-def _strip_sequential_head(seq: nn.Sequential) -> nn.Module:
-    """Drop the trailing MLP (Linear/Dropout/activation layers with a Linear) of a Sequential."""
+def _strip_sequential_head(seq: nn.Sequential, is_head: bool = False) -> nn.Module:
+    """Drop the trailing MLP (Linear/Dropout/activation layers with a Linear) of a Sequential.
+
+    ``is_head``: ``seq`` is a classifier attribute; one made of convolutions (SqueezeNet)
+    is replaced by global pooling.
+    """
     children = list(seq.children())
     cut = len(children)
     while cut > 0 and isinstance(children[cut - 1], _MLP_LAYERS):
         cut -= 1
     if not any(isinstance(c, nn.Linear) for c in children[cut:]):
-        if any(isinstance(c, nn.Conv2d) for c in children):  # SqueezeNet's conv classifier
+        if is_head and any(isinstance(c, nn.Conv2d) for c in children):
             return nn.AdaptiveAvgPool2d(1)
         return seq
     kept = children[:cut]
@@ -202,7 +206,7 @@ def strip_head(net: nn.Module) -> nn.Module:
             setattr(net, attr, nn.Identity())
             break
         if isinstance(head, nn.Sequential):
-            setattr(net, attr, _strip_sequential_head(head))
+            setattr(net, attr, _strip_sequential_head(head, is_head=True))
             break
     else:
         if isinstance(net, nn.Sequential):

@@ -153,3 +153,10 @@ def test_extractor_with_torchvision_name_end_to_end(cached_mobilenet, no_network
     X = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     out = extractor.transform(X)
     assert out.shape == (3, 576) and np.isfinite(out).all()
+
+
+def test_headless_sequential_is_kept_whole():
+    body = load_backbone(tiny_cnn()).body.net  # already without its head
+    again = load_backbone(body)
+    assert len(again.body.net) == len(body) and again.num_features == 16
+    assert [g for g, _ in again.groups] == ["0", "1", "3", "4"]

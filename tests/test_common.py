@@ -16,7 +16,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as sk_checks
 from torch import nn
 
-from sktransfer import PretrainedFeatureExtractor
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 
 from .conftest import tiny_cnn
 
@@ -29,11 +29,18 @@ def _extractor():
     return PretrainedFeatureExtractor(tiny_cnn(), image_size=16, resize_size=16)
 
 
+def _classifier():
+    return FineTuneClassifier(tiny_cnn(), image_size=16, resize_size=16, max_epochs=2,
+                              unfreeze=1, random_state=0)
+
+
 # (factory of a small estimator, its output method)
 ESTIMATORS = {
     "PretrainedFeatureExtractor": (_extractor, "transform"),
+    "FineTuneClassifier": (_classifier, "predict_proba"),
 }
-DEFAULTS = {"PretrainedFeatureExtractor": PretrainedFeatureExtractor}
+DEFAULTS = {"PretrainedFeatureExtractor": PretrainedFeatureExtractor,
+            "FineTuneClassifier": FineTuneClassifier}
 
 
 def _equal_params(a: dict, b: dict) -> bool:

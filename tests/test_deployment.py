@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from sktransfer import PretrainedFeatureExtractor
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+
+from .conftest import tiny_cnn
 
 LOADER = textwrap.dedent(
     """
@@ -70,11 +73,43 @@ def test_pipeline_joblib_round_trip_offline_carries_weights(cached_mobilenet, tm
     np.testing.assert_array_equal(got, expected)
 
 
+def _finetune(**params):
+    return FineTuneClassifier(tiny_cnn(n_classes=3), image_size=16, resize_size=16,
+                              max_epochs=2, random_state=0, **params)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "pipeline", "grid_search"])
+def test_fine_tuned_joblib_round_trip_offline(wrap, tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
+    y = np.array(["a", "b", "c"] * 4)
+    model = {
+        "plain": lambda: _finetune(unfreeze=1),
+        "pipeline": lambda: make_pipeline(_finetune(unfreeze="all")),
+        "grid_search": lambda: GridSearchCV(_finetune(), {"unfreeze": [0, 1]}, cv=2),
+    }[wrap]().fit(X, y)
+    expected = model.predict_proba(X)
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(model, model_path)
+    got = run_in_fresh_process(model_path, X, tmp_path, offline_env(tmp_path))
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fine_tuned_on_gpu_loads_on_cpu_only(tmp_path):
+    X = np.random.default_rng(1).integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8)
+    clf = _finetune(unfreeze=1, device="cuda").fit(X, ["a", "b", "c"] * 2)
+    gpu_out = clf.predict_proba(X)
+    model_path = tmp_path / "gpu.joblib"
+    joblib.dump(clf, model_path)
+    cpu_out = run_in_fresh_process(model_path, X, tmp_path, offline_env(tmp_path))
+    np.testing.assert_allclose(cpu_out, gpu_out, atol=5e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fitted_on_gpu_loads_on_cpu_only(tmp_path):
-    from .conftest import tiny_cnn
-
     X = np.random.default_rng(1).integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8)
     ext = PretrainedFeatureExtractor(tiny_cnn(), image_size=16, resize_size=16, device="auto")
     ext.fit(X)

@@ -1,0 +1,129 @@
+"""Training pieces behind FineTuneClassifier: the network, its data, its skorch callbacks."""
+
+from __future__ import annotations
+
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as TF
+
+from . import _runtime
+from .images import ImageSource, Preprocessing
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class TransferNet(nn.Module):
+    """A pretrained body with a new linear head.
+
+    BatchNorm layers whose parameters are frozen stay in eval mode whenever the network is
+    put in training mode, so their running statistics never drift (skorch calls
+    ``train()`` at every training step; this is where that is undone).
+    """
+
+    def __init__(self, body: nn.Module, num_features: int, n_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.body = body
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(num_features, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.body(x)))
+
+    def train(self, mode: bool = True) -> TransferNet:
+        super().train(mode)
+        if mode:
+            body_frozen = not any(p.requires_grad for p in self.body.parameters())
+            for module in self.body.modules():
+                if isinstance(module, _BN):
+                    params = list(module.parameters())
+                    frozen = (not any(p.requires_grad for p in params)) if params else body_frozen
+                    if frozen:
+                        module.eval()
+        return self
+
+
+def default_augmentation(crop_size: int) -> T.Compose:
+    """Random resized crop, horizontal flip and mild colour jitter."""
+    return T.Compose([
+        T.RandomResizedCrop(crop_size, scale=(0.6, 1.0), antialias=True),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(0.2, 0.2, 0.2),
+    ])
+
+
+class ImageDataset(Dataset):
+    """Items of an :class:`ImageSource`, preprocessed (and augmented when training)."""
+
+    def __init__(self, source: ImageSource, prep: Preprocessing, y=None, indices=None,
+                 augment=None):
+        self.source, self.prep, self.y, self.augment = source, prep, y, augment
+        self.indices = list(range(len(source))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        img = self.source.read(index)
+        if self.augment is not None:
+            img = self.augment(img)
+            if isinstance(img, torch.Tensor) and img.shape[-1] != self.prep.crop_size:
+                img = self.prep.resize_crop(img)
+            elif not isinstance(img, torch.Tensor) and img.size != (self.prep.crop_size,) * 2:
+                img = self.prep.resize_crop(img)
+        else:
+            img = self.prep.resize_crop(img)
+        if not isinstance(img, torch.Tensor):
+            img = TF.pil_to_tensor(img)
+        x = self.prep.normalize(img[None])[0]
+        target = -1 if self.y is None else int(self.y[index])
+        return x, target
+
+
+class GroupUnfreezer(Callback):
+    """Two-phase schedule: the head alone for ``freeze_epochs``, then ``groups`` unfreeze.
+
+    At the switch the optimizer is rebuilt, so training continues with fresh state.
+    """
+
+    def __init__(self, trainable: list[str], freeze_epochs: int):
+        self.trainable = trainable
+        self.freeze_epochs = freeze_epochs
+
+    def _set(self, net, unfrozen: bool) -> None:
+        module = net.module_
+        for p in module.body.parameters():
+            p.requires_grad_(False)
+        if unfrozen:
+            for name, p in module.named_parameters():
+                if any(name.startswith(prefix) for prefix in self.trainable):
+                    p.requires_grad_(True)
+        for p in module.head.parameters():
+            p.requires_grad_(True)
+
+    def on_train_begin(self, net, **kwargs) -> None:
+        self._set(net, unfrozen=self.freeze_epochs == 0)
+        net.initialize_optimizer()
+
+    def on_epoch_begin(self, net, **kwargs) -> None:
+        epoch = len(net.history)  # 1-based, the current epoch has been appended
+        if self.freeze_epochs and epoch == self.freeze_epochs + 1:
+            self._set(net, unfrozen=True)
+            net.initialize_optimizer()
+
+
+class AmpNet(NeuralNetClassifier):
+    """skorch classifier running forward passes under autocast (bf16 on GPU)."""
+
+    def __init__(self, *args, amp_dtype: torch.dtype | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.amp_dtype = amp_dtype
+
+    def infer(self, x, **fit_params):
+        with _runtime.autocast(torch.device(self.device), self.amp_dtype):
+            out = super().infer(x, **fit_params)
+        return out.float()
