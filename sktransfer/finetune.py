@@ -10,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.helper import predefined_split
 from torch import nn
 
@@ -71,11 +71,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         Preprocessing overrides, as for :class:`PretrainedFeatureExtractor`.
     device : str, default="auto"
         ``"auto"`` picks cuda, then mps, then cpu.
-    precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
-        Autocast dtype of forward passes; ``"auto"`` is bf16 on GPUs that support it.
+    precision : {"auto", "float32", "bfloat16"}, default="auto"
+        Autocast dtype of forward passes; ``"auto"`` is bf16 on GPUs that support it and
+        float32 elsewhere. (float16 training would need loss scaling, so it is refused.)
     random_state : int, default=None
         Seed for head initialisation, shuffling, the validation split and augmentation.
         On the CPU, equal seeds give identical models. The global torch RNG is left as is.
+    num_workers : int, default=0
+        DataLoader worker processes decoding and augmenting images during training and
+        prediction; 0 does it in the main process.
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks, for power users.
     verbose : bool, default=False
@@ -114,6 +118,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         device: str = "auto",
         precision: str = "auto",
         random_state: int | None = None,
+        num_workers: int = 0,
         callbacks: list | None = None,
         verbose: bool = False,
     ):
@@ -138,6 +143,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.random_state = random_state
+        self.num_workers = num_workers
         self.callbacks = callbacks
         self.verbose = verbose
 
@@ -186,6 +192,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 train_split = predefined_split(ImageDataset(source, prep, y_enc, valid_idx))
                 callbacks.append(("early_stopping", EarlyStopping(
                     monitor="valid_loss", patience=self.patience, load_best=True)))
+            if self.verbose:
+                callbacks.append(("progress_bar", ProgressBar()))
             callbacks += list(self.callbacks or [])
             self.net_ = AmpNet(
                 module,
@@ -198,11 +206,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 max_epochs=self.max_epochs,
                 batch_size=self.batch_size,
                 iterator_train__shuffle=True,
+                iterator_train__num_workers=self.num_workers,
+                iterator_valid__num_workers=self.num_workers,
                 train_split=train_split,
                 callbacks=callbacks,
                 classes=list(range(len(self.classes_))),
                 device=str(device),
-                amp_dtype=_runtime.autocast_dtype(device, self.precision),
+                amp_dtype=self._amp_dtype(device),
                 verbose=int(bool(self.verbose)),
             )
             self.net_.fit(train_ds, y=None)
@@ -301,9 +311,16 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                              f"{self.optimizer!r}")
         if not (isinstance(self.augment, bool) or callable(self.augment)):
             raise ValueError(f"augment must be True, False or a callable, got {self.augment!r}")
-        if self.precision not in _runtime.PRECISIONS:
-            raise ValueError(f"precision must be one of {_runtime.PRECISIONS}, got "
-                             f"{self.precision!r}")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got "
+                             f"{self.precision!r} (float16 training needs loss scaling)")
+        if not isinstance(self.num_workers, numbers.Integral) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got "
+                             f"{self.num_workers!r}")
+
+    def _amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        dtype = _runtime.autocast_dtype(device, self.precision)
+        return None if dtype == torch.float16 else dtype  # no fp16 without loss scaling
 
     def _encode_y(self, y: object, n_samples: int) -> np.ndarray:
         if y is None:

@@ -134,6 +134,20 @@ def test_same_seed_same_predictions_and_global_rng_untouched():
     assert not np.array_equal(a.predict_proba(X_TOY), c.predict_proba(X_TOY))
 
 
+def test_progress_shown_when_verbose(capsys):
+    toy(max_epochs=2, verbose=True).fit(X_TOY, Y_TOY)
+    out = capsys.readouterr()
+    assert "train_loss" in out.out  # skorch's epoch table
+    toy(max_epochs=2).fit(X_TOY, Y_TOY)
+    assert "train_loss" not in capsys.readouterr().out
+
+
+def test_worker_processes_give_the_same_model():
+    a = toy(max_epochs=2).fit(X_TOY, Y_TOY).predict_proba(X_TOY)
+    b = toy(max_epochs=2, num_workers=2).fit(X_TOY, Y_TOY).predict_proba(X_TOY)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_augmentation_only_at_training():
     calls = []
 
@@ -172,6 +186,8 @@ def test_early_stopping_restores_the_best_weights():
         ({"unfreeze": 1, "freeze_epochs": 3, "max_epochs": 3}, "leaves no epoch"),
         ({"validation_fraction": 1.0}, "validation_fraction must be in"),
         ({"optimizer": "lion"}, "optimizer must be one of"),
+        ({"precision": "float16"}, "float16 training needs loss scaling"),
+        ({"num_workers": -1}, "num_workers must be a non-negative integer"),
     ],
 )
 def test_invalid_parameters_fail_at_fit(params, message):
