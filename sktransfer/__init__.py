@@ -1,10 +1,24 @@
-"""sktransfer: transfer learning for images as scikit-learn estimators."""
+"""sktransfer: transfer learning for images as scikit-learn estimators.
 
-from .backbones import Backbone, WeightsUnavailableError, load_backbone
-from .extractor import PretrainedFeatureExtractor
-from .finetune import FineTuneClassifier
-from .images import ImageInputError
+Public names load lazily, so ``import sktransfer`` and ``sktransfer --help`` are quick;
+PyTorch is imported on first use of an estimator.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Backbone": "backbones",
+    "WeightsUnavailableError": "errors",
+    "load_backbone": "backbones",
+    "PretrainedFeatureExtractor": "extractor",
+    "FineTuneClassifier": "finetune",
+    "ImageInputError": "errors",
+}
 __all__ = [
     "Backbone",
     "FineTuneClassifier",
@@ -13,4 +27,21 @@ __all__ = [
     "WeightsUnavailableError",
     "load_backbone",
 ]
-__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .backbones import Backbone, load_backbone
+    from .errors import ImageInputError, WeightsUnavailableError
+    from .extractor import PretrainedFeatureExtractor
+    from .finetune import FineTuneClassifier
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -21,16 +21,13 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
+from .errors import WeightsUnavailableError
 from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 DEFAULT_MODEL = "efficientnet_b0"
 HEAD_NAMES = ("fc", "classifier", "head", "heads", "_fc")
 _MLP_LAYERS = (nn.Linear, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.SiLU,
                nn.Tanh, nn.Identity, nn.Flatten)
-
-
-class WeightsUnavailableError(OSError):
-    """Pretrained weights are neither cached nor downloadable."""
 
 
 @dataclass

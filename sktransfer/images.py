@@ -31,6 +31,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from .errors import ImageInputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -69,10 +71,6 @@ class Preprocessing:
         std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1) * scale
         # Out of place: the batch may be a view of the caller's array.
         return (batch.float() - mean) / std
-
-
-class ImageInputError(ValueError):
-    """An input image cannot be used; the message names the item."""
 
 
 def _describe(index: int, item: object) -> str:

@@ -1,0 +1,305 @@
+"""The ``sktransfer`` command line: extract, fit, predict on folders of images.
+
+Exit codes: 0 success; 2 bad usage or bad input (folder layout, unreadable image, bad
+option); 3 a model file that cannot be read; 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
+EPILOG = ("exit codes: 0 success, 2 bad usage or input (folder, image, option), "
+          "3 unreadable model file, 1 unexpected error")
+
+
+class CliError(Exception):
+    """An error to report in one line, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- helpers
+def resolve_model(spec: str):
+    """A torchvision name, or ``package.module:factory`` called to build an ``nn.Module``."""
+    if ":" not in spec:
+        return spec
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise CliError(f"--model {spec}: cannot import {attr!r} from {module_name!r}: {exc}"
+                       ) from None
+    from torch import nn
+
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise CliError(f"--model {spec}: the factory returned {type(model).__name__}, "
+                       "not a torch.nn.Module")
+    return model
+
+
+def resolve_weights(value: str):
+    return None if value.lower() == "none" else value
+
+
+def backbone_params(args) -> dict:
+    params = {"model": resolve_model(args.model), "weights": resolve_weights(args.weights)}
+    if args.image_size:
+        params["image_size"] = args.image_size
+    return params
+
+
+def _warn_skipped(skipped: list[Path]) -> None:
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        print(f"note: skipped {len(skipped)} file(s) without an image extension: {shown}{more}",
+              file=sys.stderr)
+
+
+def _device_params(args) -> dict:
+    return {"device": args.device, "batch_size": args.batch_size}
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_extract(args) -> int:
+    from .extractor import PretrainedFeatureExtractor
+    from .folders import list_images, load_image_folder
+
+    try:
+        paths, labels, skipped = load_image_folder(args.folder)
+    except ValueError:
+        paths, skipped = list_images([args.folder])
+        labels = [""] * len(paths)
+    _warn_skipped(skipped)
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".csv", ".parquet"):
+        raise CliError(f"--out {out}: use a .npy, .csv or .parquet file name")
+    extractor = PretrainedFeatureExtractor(
+        **backbone_params(args), layer=args.layer, verbose=not args.quiet, **_device_params(args)
+    ).fit()
+    embeddings = extractor.transform([str(p) for p in paths])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, embeddings)
+        index = out.with_name(out.stem + "_index.csv")
+        _write_csv(index, ["path", "label"], zip(map(str, paths), labels, strict=True))
+        print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {out} "
+              f"(rows in the order of {index})")
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(embeddings, columns=extractor.get_feature_names_out())
+        frame.insert(0, "label", labels)
+        frame.insert(0, "path", [str(p) for p in paths])
+        frame.to_csv(out, index=False) if out.suffix == ".csv" else frame.to_parquet(out)
+        print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {out}")
+    return EXIT_OK
+
+
+def build_estimator(args, strategy: str):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from .extractor import PretrainedFeatureExtractor
+    from .finetune import FineTuneClassifier
+
+    common = {**backbone_params(args), **_device_params(args)}
+    if strategy == "frozen":
+        return make_pipeline(PretrainedFeatureExtractor(**common),
+                             LogisticRegression(max_iter=2000))
+    return FineTuneClassifier(
+        **common, unfreeze=args.unfreeze, max_epochs=args.epochs, lr=args.lr,
+        freeze_epochs=min(args.freeze_epochs, args.epochs - 1), augment=args.augment,
+        random_state=args.seed, verbose=not args.quiet and strategy == "finetune",
+    )
+
+
+def cmd_fit(args) -> int:
+    import joblib
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+    from sklearn.pipeline import Pipeline
+
+    from .folders import load_image_folder
+    from .io import atomic_dump
+
+    paths, labels, skipped = load_image_folder(args.folder)
+    _warn_skipped(skipped)
+    X, y = [str(p) for p in paths], np.asarray(labels)
+    classes, counts = np.unique(y, return_counts=True)
+    print(f"{len(X)} images, {len(classes)} classes: "
+          + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts, strict=True)))
+    cv_folds = args.cv if args.cv is not None else (3 if args.strategy == "auto" else 0)
+    if cv_folds and counts.min() < cv_folds:
+        raise CliError(f"class {classes[counts.argmin()]!r} has {counts.min()} images; "
+                       f"--cv {cv_folds} needs at least {cv_folds} per class")
+    splitter = StratifiedKFold(cv_folds, shuffle=True, random_state=args.seed) if cv_folds \
+        else None
+    start = time.perf_counter()
+    cv_score, chosen = None, args.strategy
+    if args.strategy == "auto":
+        grid = [{"model": [build_estimator(args, "frozen")]},
+                {"model": [build_estimator(args, "auto")], "model__unfreeze": [0, 1, 2]}]
+        search = GridSearchCV(Pipeline([("model", build_estimator(args, "frozen"))]), grid,
+                              cv=splitter, error_score="raise").fit(X, y)
+        estimator = search.best_estimator_.named_steps["model"]
+        cv_score = search.best_score_
+        chosen = "frozen" if isinstance(estimator, Pipeline) else \
+            f"finetune (unfreeze={estimator.unfreeze})"
+        for params, score in zip(search.cv_results_["params"],
+                                 search.cv_results_["mean_test_score"], strict=True):
+            model = params["model"]
+            name = "frozen" if isinstance(model, Pipeline) else \
+                f"finetune unfreeze={params['model__unfreeze']}"
+            print(f"  cv accuracy {score:.3f}  {name}")
+    else:
+        estimator = build_estimator(args, args.strategy)
+        if splitter is not None:
+            cv_score = cross_val_score(estimator, X, y, cv=splitter).mean()
+        estimator.fit(X, y)
+    seconds = time.perf_counter() - start
+    atomic_dump(estimator, args.out, dump=joblib.dump)
+    report = f"strategy: {chosen}; fit time {seconds:.1f} s"
+    if cv_score is not None:
+        report += f"; {cv_folds}-fold cv accuracy {cv_score:.3f}"
+    print(report)
+    print(f"wrote model to {args.out}")
+    return EXIT_OK
+
+
+def load_model(path: str):
+    import joblib
+
+    try:
+        model = joblib.load(path)
+    except FileNotFoundError:
+        raise CliError(f"model file not found: {path}", EXIT_MODEL) from None
+    except Exception as exc:
+        raise CliError(f"cannot read model file {path}: {type(exc).__name__}: {exc}",
+                       EXIT_MODEL) from None
+    if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+        raise CliError(f"{path} does not hold a fitted classifier ({type(model).__name__})",
+                       EXIT_MODEL)
+    return model
+
+
+def cmd_predict(args) -> int:
+    from .folders import list_images
+
+    model = load_model(args.model_file)
+    paths, skipped = list_images(args.inputs)
+    _warn_skipped(skipped)
+    proba = model.predict_proba([str(p) for p in paths])
+    labels = model.classes_[proba.argmax(axis=1)]
+    header = ["path", "label", *[f"proba_{c}" for c in model.classes_]]
+    rows = ([str(p), str(lab), *(f"{v:.6f}" for v in row)]
+            for p, lab, row in zip(paths, labels, proba, strict=True))
+    if args.out:
+        _write_csv(Path(args.out), header, rows)
+        print(f"wrote {len(paths)} predictions to {args.out}", file=sys.stderr)
+    else:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return EXIT_OK
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+# --------------------------------------------------------------------------- parser
+def _add_backbone_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="efficientnet_b0",
+                   help="torchvision model name, or package.module:factory returning an "
+                        "nn.Module (default: efficientnet_b0)")
+    p.add_argument("--weights", default="DEFAULT",
+                   help="weights name (DEFAULT, IMAGENET1K_V1...), a local weights file, or "
+                        "'none' for random init (default: DEFAULT)")
+    p.add_argument("--image-size", type=int, default=None, help="crop size fed to the network")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sktransfer", epilog=EPILOG,
+        description="Transfer learning for folders of images (one subfolder per class).")
+    parser.add_argument("--version", action="version", version=f"sktransfer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="embed images with a frozen pretrained network",
+                       epilog=EPILOG)
+    p.add_argument("folder", help="folder of images, flat or one subfolder per class")
+    p.add_argument("-o", "--out", required=True, help="output: .npy, .csv or .parquet")
+    p.add_argument("--layer", action="append", default=None,
+                   help="intermediate layer to pool (repeat for several)")
+    _add_backbone_options(p)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("fit", help="train a classifier and save it with joblib", epilog=EPILOG)
+    p.add_argument("folder", help="folder with one subfolder of images per class")
+    p.add_argument("-o", "--out", required=True, help="model file to write (.joblib)")
+    p.add_argument("--strategy", choices=["frozen", "finetune", "auto"], default="frozen",
+                   help="frozen features + logistic regression, fine-tuning, or the best of "
+                        "both by cross-validation (default: frozen)")
+    p.add_argument("--cv", type=int, default=None,
+                   help="cross-validation folds for the report (default: 3 for auto, else "
+                        "none)")
+    p.add_argument("--unfreeze", default=1, type=lambda v: v if v == "all" else int(v),
+                   help="layer groups to fine-tune, or 'all' (default: 1)")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
+    p.add_argument("--freeze-epochs", type=int, default=2,
+                   help="head-only epochs before unfreezing (default: 2)")
+    p.add_argument("--lr", type=float, default=1e-3, help="head learning rate")
+    p.add_argument("--augment", action="store_true", help="training-time augmentation")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_backbone_options(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="predict with a saved model; writes CSV", epilog=EPILOG)
+    p.add_argument("model_file", help="a model written by 'sktransfer fit' (or joblib.dump)")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--out", default=None, help="CSV file (default: standard output)")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    from .errors import WeightsUnavailableError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"sktransfer {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (ValueError, WeightsUnavailableError, FileNotFoundError) as exc:
+        print(f"sktransfer {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"sktransfer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Image folders as users lay them out: one subfolder per class, or loose files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import FolderError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def load_image_folder(root: str | os.PathLike) -> tuple[list[Path], list[str], list[Path]]:
+    """List the images of a folder laid out one subfolder per class.
+
+    Parameters
+    ----------
+    root : path
+        ``root/<class name>/<image files>``; subfolders are searched recursively.
+
+    Returns
+    -------
+    paths : list of Path
+        Image files, sorted by class then path.
+    labels : list of str
+        The class (subfolder name) of each image.
+    skipped : list of Path
+        Files without an image extension (and hidden files), left out.
+
+    Raises
+    ------
+    FolderError
+        If ``root`` is missing or not a folder, has fewer than two class subfolders, or a
+        class subfolder holds no image.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FolderError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise FolderError(f"not a folder: {root}")
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise FolderError(
+            f"{root} must hold one subfolder per class (at least 2); found "
+            f"{[p.name for p in classes]}"
+        )
+    paths, labels, skipped = [], [], []
+    for class_dir in classes:
+        found, ignored = _scan(class_dir)
+        if not found:
+            raise FolderError(f"class folder {class_dir} holds no image file")
+        paths += found
+        labels += [class_dir.name] * len(found)
+        skipped += ignored
+    skipped += [p for p in root.iterdir() if p.is_file()]
+    return paths, labels, skipped
+
+
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    found, ignored = [], []
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            continue
+        (found if _is_image_name(path) else ignored).append(path)
+    return found, ignored
+
+
+def list_images(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """Expand files and folders (searched recursively) into image paths.
+
+    Returns
+    -------
+    paths : list of Path
+        Files given explicitly (whatever their extension) and images found in folders.
+    skipped : list of Path
+        Files in the folders without an image extension.
+
+    Raises
+    ------
+    FolderError
+        If an input does not exist, or nothing is left to read.
+    """
+    paths, skipped = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found, ignored = _scan(item)
+            paths += found
+            skipped += ignored
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise FolderError(f"no such file or folder: {item}")
+    if not paths:
+        raise FolderError(f"no image files in {[str(i) for i in inputs]}")
+    return paths, skipped

@@ -1,0 +1,133 @@
+"""The sktransfer command line, end to end on a temporary image folder."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from sktransfer.cli import main
+
+TINY = ["--model", "tests.conftest:tiny_cnn", "--image-size", "16", "-q"]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Two classes of 8 images (dark vs bright), one stray text file."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for label, (lo, hi) in {"dark": (0, 90), "bright": (160, 256)}.items():
+        (root / label).mkdir(parents=True)
+        for i in range(8):
+            arr = rng.integers(lo, hi, size=(20, 20, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / label / f"{label}{i}.png")
+    (root / "dark" / "notes.txt").write_text("not an image")
+    return root
+
+
+def run(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_help_for_every_command_via_the_installed_entry_point():
+    for command in ([], ["extract"], ["fit"], ["predict"]):
+        result = subprocess.run([sys.executable, "-m", "sktransfer", *command, "--help"],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "usage: sktransfer" in result.stdout and "exit codes" in result.stdout
+
+
+def test_extract_npy_csv_parquet(folder, tmp_path, capsys):
+    assert run("extract", folder, "-o", tmp_path / "emb.npy", *TINY) == 0
+    emb = np.load(tmp_path / "emb.npy")
+    index = pd.read_csv(tmp_path / "emb_index.csv")
+    assert emb.shape == (16, 16) and len(index) == 16
+    assert sorted(set(index["label"])) == ["bright", "dark"]
+    assert "skipped 1 file(s)" in capsys.readouterr().err  # notes.txt
+    assert run("extract", folder, "-o", tmp_path / "emb.csv", *TINY) == 0
+    frame = pd.read_csv(tmp_path / "emb.csv")
+    assert list(frame.columns[:2]) == ["path", "label"] and frame.shape == (16, 18)
+    np.testing.assert_allclose(frame.iloc[:, 2:].to_numpy(), emb, rtol=1e-5, atol=1e-6)
+    assert run("extract", folder, "-o", tmp_path / "emb.parquet", *TINY) == 0
+    assert pd.read_parquet(tmp_path / "emb.parquet").shape == (16, 18)
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "finetune"])
+def test_fit_then_predict_writes_csv(folder, tmp_path, capsys, strategy):
+    model = tmp_path / "model.joblib"
+    extra = ["--epochs", "3", "--lr", "0.05"] if strategy == "finetune" else []
+    assert run("fit", folder, "-o", model, "--strategy", strategy, *extra, *TINY) == 0
+    out = capsys.readouterr().out
+    assert "16 images, 2 classes: bright (8), dark (8)" in out and f"strategy: {strategy}" in out
+    preds = tmp_path / "preds.csv"
+    assert run("predict", model, folder / "dark", folder / "bright" / "bright0.png",
+               "-o", preds) == 0
+    rows = list(csv.DictReader(open(preds)))
+    assert list(rows[0]) == ["path", "label", "proba_bright", "proba_dark"]
+    assert len(rows) == 9
+    for row in rows:
+        assert abs(float(row["proba_bright"]) + float(row["proba_dark"]) - 1) < 1e-4
+    if strategy == "frozen":  # dark vs bright is easy for the frozen features + LR
+        assert all(row["label"] in row["path"] for row in rows)
+
+
+def test_fit_auto_cross_validates_and_picks(folder, tmp_path, capsys):
+    model = tmp_path / "auto.joblib"
+    code = run("fit", folder, "-o", model, "--strategy", "auto", "--cv", "2", "--epochs", "2",
+               "--freeze-epochs", "1", *TINY)
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count("  cv accuracy") == 4  # frozen + fine-tune at unfreeze 0, 1, 2
+    assert "strategy: frozen" in out  # 1.000 for frozen on dark vs bright
+    assert "2-fold cv accuracy" in out and model.exists()
+
+
+def test_predict_to_stdout(folder, tmp_path, capsys):
+    model = tmp_path / "m.joblib"
+    run("fit", folder, "-o", model, *TINY)
+    capsys.readouterr()
+    assert run("predict", model, folder / "bright" / "bright1.png") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("path,label,proba_bright") and len(lines) == 2
+
+
+def test_bad_folder_errors(tmp_path, capsys):
+    assert run("fit", tmp_path / "missing", "-o", tmp_path / "m.joblib", *TINY) == 2
+    assert "folder not found" in capsys.readouterr().err
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    assert run("fit", tmp_path / "one", "-o", tmp_path / "m.joblib", *TINY) == 2
+    assert "one subfolder per class (at least 2)" in capsys.readouterr().err
+    (tmp_path / "one" / "other").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "one" / "other" / "a.png")
+    assert run("fit", tmp_path / "one", "-o", tmp_path / "m.joblib", *TINY) == 2
+    assert "only holds no image file" in capsys.readouterr().err
+
+
+def test_non_image_file_is_named(folder, tmp_path, capsys):
+    (folder / "bright" / "fake.jpg").write_text("hello")
+    assert run("fit", folder, "-o", tmp_path / "m.joblib", *TINY) == 2
+    err = capsys.readouterr().err
+    assert "fake.jpg" in err and "not a readable image" in err
+    assert not (tmp_path / "m.joblib").exists()  # no half-written model
+
+
+def test_unreadable_model_exit_code(folder, tmp_path, capsys):
+    bad = tmp_path / "bad.joblib"
+    bad.write_text("garbage")
+    assert run("predict", bad, folder) == 3
+    assert "cannot read model file" in capsys.readouterr().err
+    assert run("predict", tmp_path / "none.joblib", folder) == 3
+    assert "model file not found" in capsys.readouterr().err
+
+
+def test_bad_model_spec(folder, tmp_path, capsys):
+    assert run("extract", folder, "-o", tmp_path / "e.npy", "--model", "nope.mod:f") == 2
+    assert "cannot import 'f' from 'nope.mod'" in capsys.readouterr().err
+    assert run("extract", folder, "-o", tmp_path / "e.txt", *TINY) == 2
+    assert "use a .npy, .csv or .parquet" in capsys.readouterr().err
