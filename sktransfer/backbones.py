@@ -256,7 +256,31 @@ def default_groups(net: nn.Module) -> list[tuple[str, list[str]]]:
         prefix = [n for n in ("conv_proj",) if hasattr(net, n)]
         layers = [f"encoder.layers.{n}" for n, _ in net.encoder.layers.named_children()]
         return [("stem", prefix)] + [(n, [n]) for n in layers] + [("encoder.ln", ["encoder.ln"])]
-    return [(n, [n]) for n, m in net.named_children() if _has_params(m)]
+    return _generic_groups(net)
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _generic_groups(net: nn.Module) -> list[tuple[str, list[str]]]:
+    """Top-level children with parameters, in order; a ModuleList of blocks is expanded
+    into its blocks, and a normalisation layer joins the group before it (a conv and its
+    BatchNorm train together)."""
+    units: list[tuple[str, nn.Module]] = []
+    for name, child in net.named_children():
+        if isinstance(child, nn.ModuleList):
+            units += [(f"{name}.{n}", m) for n, m in child.named_children()]
+        else:
+            units.append((name, child))
+    groups: list[tuple[str, list[str]]] = []
+    for name, module in units:
+        if not _has_params(module):
+            continue
+        if isinstance(module, _NORMS) and groups:
+            groups[-1][1].append(name)
+        else:
+            groups.append((name, [name]))
+    return groups
 
 
 def check_groups(net: nn.Module, groups: list[tuple[str, list[str]]]) -> None:

@@ -157,7 +157,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        embeddings : ndarray of shape (n_samples, n_features_out_), dtype float32
+        embeddings : ndarray of shape (n_samples, ``n_features_out_``), dtype float32
         """
         check_is_fitted(self, "backbone_")
         source = as_image_source(X)

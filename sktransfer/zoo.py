@@ -34,3 +34,13 @@ def efficientnet_lite0() -> nn.Module:
     return EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
     )
+
+
+def efficientnet_lite0_untrained() -> nn.Module:
+    """The EfficientNet-Lite0 architecture with random weights (a from-scratch baseline)."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ImportError("efficientnet_lite0_untrained() needs: pip install "
+                          "efficientnet-lite-pytorch") from exc
+    return EfficientNet.from_name("efficientnet-lite0")

@@ -71,20 +71,31 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+def cache_weights(enum, seed: int = 123) -> Path:
+    """Write seeded random weights where torchvision's weights API finds ``enum``'s file.
+
+    Tests then exercise the real loading path (weights API + torch hub cache) offline.
+    """
+    from torchvision import models as tvm
+
+    from sktransfer.backbones import _cached_file
+
+    path = _cached_file(enum)
+    if not path.exists():
+        torch.manual_seed(seed)
+        name = type(enum).__name__.removesuffix("_Weights").lower()
+        state = tvm.get_model(name, weights=None).state_dict()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+    return path
+
+
 @pytest.fixture
 def cached_mobilenet(torch_home: Path) -> Path:
     """Seeded mobilenet_v3_small weights placed in the torch hub cache, as a download would."""
     from torchvision import models as tvm
 
-    from sktransfer.backbones import _cached_file
-
-    enum = tvm.MobileNet_V3_Small_Weights.DEFAULT
-    torch.manual_seed(123)
-    state = tvm.mobilenet_v3_small(weights=None).state_dict()
-    path = _cached_file(enum)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
+    return cache_weights(tvm.MobileNet_V3_Small_Weights.DEFAULT)
 
 
 def has_cuda() -> bool:

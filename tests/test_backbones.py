@@ -138,7 +138,28 @@ def test_families_give_pooled_features_and_natural_groups(name, n_features, firs
 
 def test_groups_of_any_module_are_its_children_with_params():
     net = strip_head(tiny_cnn())
-    assert [g for g, _ in default_groups(net)] == ["0", "1", "3", "4"]
+    # each BatchNorm joins the conv before it; ReLU and pooling hold no parameters
+    assert default_groups(net) == [("0", ["0", "1"]), ("3", ["3", "4"])]
+
+
+def test_module_lists_of_blocks_are_expanded():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+            self.blocks = nn.ModuleList([nn.Conv2d(4, 4, 3) for _ in range(3)])
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = self.bn(self.stem(x))
+            for block in self.blocks:
+                x = block(x)
+            return self.fc(x.mean(dim=(2, 3)))
+
+    backbone = load_backbone(Net())
+    assert backbone.groups == [("stem", ["stem", "bn"]), ("blocks.0", ["blocks.0"]),
+                               ("blocks.1", ["blocks.1"]), ("blocks.2", ["blocks.2"])]
 
 
 def test_user_named_groups(tiny_model):
@@ -159,4 +180,4 @@ def test_headless_sequential_is_kept_whole():
     body = load_backbone(tiny_cnn()).body.net  # already without its head
     again = load_backbone(body)
     assert len(again.body.net) == len(body) and again.num_features == 16
-    assert [g for g, _ in again.groups] == ["0", "1", "3", "4"]
+    assert [g for g, _ in again.groups] == ["0", "3"]
