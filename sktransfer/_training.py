@@ -116,12 +116,28 @@ class GroupUnfreezer(Callback):
             net.initialize_optimizer()
 
 
+_SAME_AS_FITTED = "<module_>"  # placeholder for the init module when it is the fitted one
+
+
 class AmpNet(NeuralNetClassifier):
     """skorch classifier running forward passes under autocast (bf16 on GPU)."""
 
     def __init__(self, *args, amp_dtype: torch.dtype | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.amp_dtype = amp_dtype
+
+    def __getstate__(self) -> dict:
+        """Pickle the module once: skorch would store ``module`` and ``module_`` apart."""
+        state = super().__getstate__()
+        if state.get("module") is not None and state["module"] is getattr(self, "module_", None):
+            state["module"] = _SAME_AS_FITTED
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        shared = isinstance(state.get("module"), str) and state["module"] == _SAME_AS_FITTED
+        super().__setstate__(state)
+        if shared:
+            self.module = self.module_
 
     def infer(self, x, **fit_params):
         with _runtime.autocast(torch.device(self.device), self.amp_dtype):

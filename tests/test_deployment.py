@@ -120,3 +120,17 @@ def test_fitted_on_gpu_loads_on_cpu_only(tmp_path):
     cpu_out = run_in_fresh_process(model_path, X, tmp_path, offline_env(tmp_path))
     np.testing.assert_allclose(cpu_out, gpu_out, atol=5e-2)
     assert next(ext.backbone_.body.parameters()).is_cuda  # dumping left the fitted model as is
+
+
+def test_fine_tuned_file_stores_the_weights_once(tmp_path):
+    X = np.random.default_rng(3).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    clf = FineTuneClassifier("mobilenet_v3_small", weights=None, image_size=32, max_epochs=1,
+                             random_state=0).fit(X, [0, 1] * 4)
+    weights_bytes = sum(t.numel() * t.element_size()
+                        for t in clf.net_.module_.state_dict().values())
+    path = tmp_path / "clf.joblib"
+    joblib.dump(clf, path)
+    assert path.stat().st_size < 1.3 * weights_bytes  # once, plus optimizer and metadata
+    loaded = joblib.load(path)
+    assert loaded.net_.module is loaded.net_.module_
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
