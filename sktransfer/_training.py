@@ -24,14 +24,13 @@ class TransferNet(nn.Module):
     ``train()`` at every training step; this is where that is undone).
     """
 
-    def __init__(self, body: nn.Module, num_features: int, n_classes: int, dropout: float = 0.0):
+    def __init__(self, body: nn.Module, num_features: int, n_classes: int):
         super().__init__()
         self.body = body
-        self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(num_features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.body(x)))
+        return self.head(self.body(x))
 
     def train(self, mode: bool = True) -> TransferNet:
         super().train(mode)

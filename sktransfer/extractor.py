@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -15,7 +16,8 @@ from tqdm.auto import tqdm
 
 from . import _runtime
 from .backbones import DEFAULT_MODEL, load_backbone, pool_features
-from .images import as_image_source, iter_batches
+from .cache import EmbeddingCache, cache_directory, content_bytes, fingerprint
+from .images import ImageSource, as_image_source, iter_batches
 
 
 class _Stop(Exception):
@@ -68,6 +70,11 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         Normalisation; ``None`` uses the weights' own (ImageNet statistics).
     n_jobs : int, default=None
         Threads decoding image files ahead of the model; ``None`` means ``min(4, cpus)``.
+    cache : str, path or joblib.Memory, default=None
+        Folder of an on-disk embedding cache keyed by image content (file bytes, pixel
+        bytes) and by everything that changes an embedding (architecture, weights, layers,
+        preprocessing, compute dtype): each image is embedded once across fits, clones,
+        cross-validation folds and processes. ``None`` disables it.
     verbose : bool, default=False
         Show a progress bar while transforming.
 
@@ -102,6 +109,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
         n_jobs: int | None = None,
+        cache: str | os.PathLike | object | None = None,
         verbose: bool = False,
     ):
         self.model = model
@@ -115,6 +123,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         self.mean = mean
         self.std = std
         self.n_jobs = n_jobs
+        self.cache = cache
         self.verbose = verbose
 
     # ------------------------------------------------------------------ sklearn API
@@ -144,6 +153,13 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         backbone.body.eval()
         self.backbone_ = backbone
         self.n_features_out_ = self._probe_features()
+        if cache_directory(self.cache) is not None:
+            prep = backbone.preprocessing
+            self.model_fingerprint_ = fingerprint(
+                type(backbone.body.net).__qualname__, repr(backbone.body.net),
+                backbone.body.state_dict(), self._layers(), prep.resize_size, prep.crop_size,
+                prep.mean, prep.std, str(prep.interpolation),
+            )
         return self
 
     def transform(self, X: object) -> np.ndarray:
@@ -161,28 +177,10 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "backbone_")
         source = as_image_source(X)
-        device = _runtime.resolve_device(self.device)
-        amp_dtype = _runtime.autocast_dtype(device, self.precision)
-        channels_last = _runtime.use_channels_last(device)
-        body = self._body_on(device, channels_last)
-        prep = self.backbone_.preprocessing
-        n_workers = self.n_jobs if self.n_jobs is not None else _default_n_workers()
-        out = np.empty((len(source), self.n_features_out_), dtype=np.float32)
-        pin = device.type == "cuda"
-        with tqdm(total=len(source), disable=not self.verbose, unit="img",
-                  desc="Extracting features") as bar, torch.inference_mode():
-            for start, batch in iter_batches(source, prep, self.batch_size, n_workers=n_workers):
-                if pin:
-                    batch = batch.pin_memory()
-                batch = batch.to(device, non_blocking=pin)
-                batch = prep.normalize(batch)
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                with _runtime.autocast(device, amp_dtype):
-                    feats = self._forward(body, batch)
-                out[start : start + len(batch)] = feats.float().cpu().numpy()
-                bar.update(len(batch))
-        return out
+        directory = cache_directory(self.cache)
+        if directory is None:
+            return self._embed(source)
+        return self._embed_cached(source, directory)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Names of the embedding dimensions.
@@ -264,6 +262,53 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
             feats = self._tap(self.backbone_.body, dummy, layers)
         self._layer_sizes_ = [int(f.shape[1]) for f in feats]
         return sum(self._layer_sizes_)
+
+    def _embed(self, source: ImageSource) -> np.ndarray:
+        """Run the network over every image of ``source``, batch by batch."""
+        device = _runtime.resolve_device(self.device)
+        amp_dtype = _runtime.autocast_dtype(device, self.precision)
+        channels_last = _runtime.use_channels_last(device)
+        body = self._body_on(device, channels_last)
+        prep = self.backbone_.preprocessing
+        n_workers = self.n_jobs if self.n_jobs is not None else _default_n_workers()
+        out = np.empty((len(source), self.n_features_out_), dtype=np.float32)
+        pin = device.type == "cuda"
+        with tqdm(total=len(source), disable=not self.verbose, unit="img",
+                  desc="Extracting features") as bar, torch.inference_mode():
+            for start, batch in iter_batches(source, prep, self.batch_size, n_workers=n_workers):
+                if pin:
+                    batch = batch.pin_memory()
+                batch = batch.to(device, non_blocking=pin)
+                batch = prep.normalize(batch)
+                if channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                with _runtime.autocast(device, amp_dtype):
+                    feats = self._forward(body, batch)
+                out[start : start + len(batch)] = feats.float().cpu().numpy()
+                bar.update(len(batch))
+        return out
+
+    def _embed_cached(self, source: ImageSource, directory) -> np.ndarray:
+        """Look each image up by content; embed and store only the misses."""
+        device = _runtime.resolve_device(self.device)
+        amp_dtype = _runtime.autocast_dtype(device, self.precision)
+        model_key = fingerprint(self.model_fingerprint_, str(amp_dtype))
+        cache = EmbeddingCache(directory, model_key[:32], self.n_features_out_)
+        n_workers = self.n_jobs if self.n_jobs is not None else _default_n_workers()
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:  # file reads overlap
+            keys = list(pool.map(lambda i: fingerprint(model_key, content_bytes(
+                source.item(i))), range(len(source))))
+            found = list(pool.map(cache.get, keys))
+        out = np.empty((len(source), self.n_features_out_), dtype=np.float32)
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        for i, vector in enumerate(found):
+            if vector is not None:
+                out[i] = vector
+        if missing:
+            out[missing] = self._embed(source.subset(missing))
+            for i in missing:
+                cache.put(keys[i], out[i])
+        return out
 
     def _body_on(self, device: torch.device, channels_last: bool) -> nn.Module:
         body = self.backbone_.body

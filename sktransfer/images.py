@@ -141,9 +141,11 @@ class ImageSource:
     ``(3, H, W)`` tensor (uint8, or float in ``[0, 1]``) at the image's own size.
     """
 
-    def __init__(self, items: Sequence | None = None, array: torch.Tensor | None = None):
+    def __init__(self, items: Sequence | None = None, array: torch.Tensor | None = None,
+                 positions: Sequence[int] | None = None):
         self._items = items
         self._array = array
+        self._positions = positions  # original index of each item, for error messages
 
     def __len__(self) -> int:
         return len(self._array) if self._array is not None else len(self._items)
@@ -157,7 +159,21 @@ class ImageSource:
         """Return image ``index`` as RGB PIL image or ``(3, H, W)`` tensor."""
         if self._array is not None:
             return self._array[index]
-        return _read_item(self._items[index], index)
+        position = index if self._positions is None else self._positions[index]
+        return _read_item(self._items[index], position)
+
+    def item(self, index: int) -> object:
+        """Image ``index`` as the user passed it (array sources: a ``(3, H, W)`` view)."""
+        return self._array[index] if self._array is not None else self._items[index]
+
+    def subset(self, indices: Sequence[int]) -> ImageSource:
+        """The images at ``indices``; errors still name their positions in the full input."""
+        indices = list(indices)
+        if self._array is not None:
+            return ImageSource(array=self._array[torch.as_tensor(indices, dtype=torch.long)])
+        positions = indices if self._positions is None else [self._positions[i]
+                                                            for i in indices]
+        return ImageSource(items=[self._items[i] for i in indices], positions=positions)
 
     def read_batch(self, start: int, stop: int) -> torch.Tensor:
         """Return images ``start:stop`` of an array source as a ``(N, 3, H, W)`` tensor."""

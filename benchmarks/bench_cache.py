@@ -1,0 +1,68 @@
+"""GridSearchCV wall time over the head's parameters, with and without the embedding cache.
+
+A Pipeline(PretrainedFeatureExtractor, LogisticRegression) searched over N values of C with
+K folds embeds every image N*K times (plus the refit) without the cache, once with it.
+Target: speedup >= N*K/2.
+
+Run: .venv/bin/python benchmarks/bench_cache.py [--n-images 96] [--candidates 4] [--folds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from sktransfer import PretrainedFeatureExtractor
+
+
+def search_time(X, y, cache, args) -> float:
+    pipe = make_pipeline(
+        PretrainedFeatureExtractor(args.model, weights=None, image_size=args.size, cache=cache),
+        LogisticRegression(max_iter=500),
+    )
+    grid = {"logisticregression__C": list(np.logspace(-2, 1, args.candidates))}
+    start = time.perf_counter()
+    GridSearchCV(pipe, grid, cv=args.folds).fit(X, y)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--n-images", type=int, default=96)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/cache.json")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(args.n_images, args.size, args.size, 3), dtype=np.uint8)
+    y = np.arange(args.n_images) % 4
+    without = search_time(X, y, None, args)
+    with tempfile.TemporaryDirectory() as cache:
+        cold = search_time(X, y, cache, args)  # the cache starts empty
+    target = args.candidates * args.folds / 2
+    record = {"model": args.model, "n_images": args.n_images, "size": args.size,
+              "candidates": args.candidates, "folds": args.folds, "torch": torch.__version__,
+              "without_cache_s": without, "with_cache_s": cold, "speedup": without / cold,
+              "target_speedup": target}
+    print(f"GridSearchCV {args.candidates} candidates x {args.folds} folds, {args.n_images} "
+          f"images, {args.model}: without cache {without:.1f} s, with cache {cold:.1f} s, "
+          f"speedup {without / cold:.1f}x (target >= {target:.1f}x)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2))
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Scaling with N: transform time grows linearly, peak memory stays flat.
+
+Each N runs in a fresh process that embeds N JPEG files (so the input takes no memory)
+and reports its wall time and peak resident memory (ru_maxrss) beyond what it held
+before transforming; the output array (N x features float32) is the only part that may
+grow with N.
+
+Run: .venv/bin/python benchmarks/bench_scaling.py [--sizes 500 1000 2000 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CHILD = """
+import json, resource, sys, time
+import numpy as np
+from sktransfer import PretrainedFeatureExtractor
+paths = [l for l in open(sys.argv[1]).read().split("\\n") if l]
+ext = PretrainedFeatureExtractor("mobilenet_v3_small", weights=None, image_size=64,
+                                 batch_size=64).fit()
+ext.transform(paths[:64])  # warm-up: allocator and threads
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+out = ext.transform(paths)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"n": len(paths), "seconds": seconds, "peak_growth_mb": (peak - before) / 1024,
+                  "output_mb": out.nbytes / 2**20}))
+"""
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
+    parser.add_argument("--out", default="benchmarks/results/scaling.json")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        distinct = []
+        for i in range(200):  # 200 distinct 96x96 JPEGs, repeated to reach N
+            path = Path(tmp) / f"{i}.jpg"
+            Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(path)
+            distinct.append(str(path))
+        for n in args.sizes:
+            listing = Path(tmp) / f"list{n}.txt"
+            listing.write_text("\n".join(distinct[i % 200] for i in range(n)))
+            result = subprocess.run([sys.executable, "-c", CHILD, str(listing)],
+                                    capture_output=True, text=True, check=True)
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    base = rows[0]
+    print(f"{'N':>6} {'seconds':>8} {'s per 1000':>10} {'peak growth MB':>15} {'output MB':>10}")
+    for r in rows:
+        print(f"{r['n']:>6} {r['seconds']:>8.1f} {1000 * r['seconds'] / r['n']:>10.2f} "
+              f"{r['peak_growth_mb']:>15.1f} {r['output_mb']:>10.1f}")
+    last = rows[-1]
+    print(f"time ratio {last['seconds'] / base['seconds']:.2f} for N ratio "
+          f"{last['n'] / base['n']:.0f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

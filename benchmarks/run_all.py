@@ -1,0 +1,76 @@
+"""Run every benchmark and write one table (Markdown) plus JSON: `make bench`.
+
+(a) extraction throughput vs a hand-written torch loop (arrays and JPEG paths), target >= 0.95;
+(b) fine-tune time per epoch vs a hand-written loop, target <= 1.10;
+(c) GridSearchCV wall time with and without the embedding cache, target >= N*K/2;
+(d) scaling with N: time linear, peak memory flat.
+Results go to benchmarks/results/ (summary.md, summary.json and one JSON per benchmark).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_cache
+import bench_extraction
+import bench_finetune
+import bench_scaling
+
+RESULTS = Path("benchmarks/results")
+
+
+def main() -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    bench_extraction.main([])
+    bench_finetune.main([])
+    cache = bench_cache.main([])
+    scaling = bench_scaling.main([])
+    extraction = json.loads((RESULTS / "extraction.json").read_text())
+    finetune = json.loads((RESULTS / "finetune.json").read_text())
+    machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, "
+               + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+               + f", torch {torch.__version__}")
+    rows = [(f"(a) extraction, {r['input']} ({extraction['model']})",
+             f"{r['sktransfer_img_s']:.1f} img/s vs {r['hand_img_s']:.1f} img/s",
+             f"{r['ratio']:.3f}", ">= 0.95", r["ratio"] >= 0.95)
+            for r in extraction["results"]]
+    rows.append((f"(b) fine-tune epoch ({finetune['model']}, unfreeze={finetune['unfreeze']})",
+                 f"{finetune['sktransfer_s_per_epoch']:.2f} s vs "
+                 f"{finetune['hand_s_per_epoch']:.2f} s", f"{finetune['ratio']:.3f}", "<= 1.10",
+                 finetune["ratio"] <= 1.10))
+    rows.append((f"(c) GridSearchCV {cache['candidates']}x{cache['folds']} with cache",
+                 f"{cache['with_cache_s']:.1f} s vs {cache['without_cache_s']:.1f} s",
+                 f"{cache['speedup']:.1f}x", f">= {cache['target_speedup']:.1f}x",
+                 cache["speedup"] >= cache["target_speedup"]))
+    first, last = scaling[0], scaling[-1]
+    time_ratio = last["seconds"] / first["seconds"]
+    n_ratio = last["n"] / first["n"]
+    rows.append((f"(d) N {first['n']} -> {last['n']}: time",
+                 f"{first['seconds']:.1f} s -> {last['seconds']:.1f} s", f"{time_ratio:.2f}x",
+                 f"~{n_ratio:.0f}x (linear)", 0.7 * n_ratio <= time_ratio <= 1.3 * n_ratio))
+    growth = last["peak_growth_mb"] - first["peak_growth_mb"]
+    output = last["output_mb"] - first["output_mb"]
+    rows.append((f"(d) N {first['n']} -> {last['n']}: peak memory growth",
+                 f"{first['peak_growth_mb']:.0f} MB -> {last['peak_growth_mb']:.0f} MB",
+                 f"+{growth:.0f} MB", f"<= output +{output:.0f} MB + 50 MB",
+                 growth <= output + 50))
+    lines = [f"Machine: {machine}", "",
+             "| benchmark | measured | ratio | target | met |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {'yes' if ok else 'NO'} |" for a, b, c, d, ok in rows]
+    (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "summary.json").write_text(json.dumps(
+        {"machine": machine, "rows": [dict(zip(("benchmark", "measured", "ratio", "target",
+                                                "met"), r, strict=True)) for r in rows]},
+        indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
