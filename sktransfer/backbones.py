@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import threading
 import urllib.error
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -48,6 +50,10 @@ class Backbone:
         Resize, crop and normalisation the weights expect.
     name : str
         A readable name of the architecture.
+    weights_id : str or None
+        Identifies the pretrained weights without hashing them (torchvision weights name,
+        or a local file's path, size and modification time); None where only the tensors
+        themselves identify them.
     """
 
     body: nn.Module
@@ -55,6 +61,7 @@ class Backbone:
     groups: list[tuple[str, list[str]]]
     preprocessing: Preprocessing
     name: str
+    weights_id: str | None = None
 
 
 class PooledBody(nn.Module):
@@ -160,10 +167,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def _load_into(module: nn.Module, path: str | os.PathLike) -> None:
     state = load_state_dict_file(path)
     result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    # The classifier is removed anyway: a file without it (saved from a feature body) is fine.
+    missing = [k for k in result.missing_keys if k.split(".")[0] not in HEAD_NAMES]
+    if missing or result.unexpected_keys:
         raise ValueError(
             f"Weights file {path} does not match the architecture: "
-            f"{len(result.missing_keys)} missing keys {result.missing_keys[:5]}, "
+            f"{len(missing)} missing keys {missing[:5]}, "
             f"{len(result.unexpected_keys)} unexpected keys {result.unexpected_keys[:5]}"
         )
 
@@ -340,6 +349,52 @@ def make_preprocessing(
     return Preprocessing(**base)
 
 
+# --------------------------------------------------------------------------- loading memo
+_MEMO: OrderedDict[tuple, tuple[nn.Module, dict]] = OrderedDict()
+_MEMO_SIZE = 2
+_MEMO_LOCK = threading.Lock()
+
+
+def _torchvision_net(model: str, weights, progress: bool) -> tuple[nn.Module, dict, str | None]:
+    """A torchvision network with its weights, the weights' preprocessing and an id.
+
+    Pretrained networks are memoised per process (the last two specs), so the fits of a
+    cross-validation do not rebuild and reload the same weights; each call gets its own
+    deep copy. Random initialisation is never memoised.
+    """
+    _check_model_name(model)
+    base = _weights_preprocessing(tvm.get_model_weights(model).DEFAULT)
+    if weights is None:
+        return tvm.get_model(model, weights=None), base, None
+    if _looks_like_path(weights):
+        path = Path(weights).resolve()
+        stat = path.stat() if path.is_file() else None
+        key = (model, "file", str(path), stat and stat.st_size, stat and stat.st_mtime_ns)
+        weights_id = f"file:{path}:{key[3]}:{key[4]}"
+    elif isinstance(weights, (str, WeightsEnum)):
+        enum = _resolve_enum(model, weights)
+        base = _weights_preprocessing(enum)
+        key = (model, "enum", str(enum), torch.hub.get_dir())
+        weights_id = f"torchvision:{model}:{enum}"
+    else:
+        raise TypeError(f"weights must be a str, a path or None, got {type(weights).__name__}")
+    with _MEMO_LOCK:
+        hit = _MEMO.get(key)
+        if hit is not None:
+            _MEMO.move_to_end(key)
+            return copy.deepcopy(hit[0]), dict(hit[1]), weights_id
+    if key[1] == "file":
+        net = tvm.get_model(model, weights=None)
+        _load_into(net, weights)
+    else:
+        net = _load_enum(model, enum, progress)
+    with _MEMO_LOCK:
+        _MEMO[key] = (copy.deepcopy(net), dict(base))
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    return net, base, weights_id
+
+
 # --------------------------------------------------------------------------- entry point
 def load_backbone(
     model: str | nn.Module = DEFAULT_MODEL,
@@ -374,6 +429,7 @@ def load_backbone(
     -------
     Backbone
     """
+    weights_id = None
     if isinstance(model, nn.Module):
         net = copy.deepcopy(model)
         name = type(model).__name__
@@ -386,21 +442,8 @@ def load_backbone(
             )
         base = None
     elif isinstance(model, str):
-        _check_model_name(model)
+        net, base, weights_id = _torchvision_net(model, weights, progress)
         name = model
-        default_enum = tvm.get_model_weights(model).DEFAULT
-        base = _weights_preprocessing(default_enum)
-        if weights is None:
-            net = tvm.get_model(model, weights=None)
-        elif _looks_like_path(weights):
-            net = tvm.get_model(model, weights=None)
-            _load_into(net, weights)
-        elif isinstance(weights, (str, WeightsEnum)):
-            enum = _resolve_enum(model, weights)
-            base = _weights_preprocessing(enum)
-            net = _load_enum(model, enum, progress)
-        else:
-            raise TypeError(f"weights must be a str, a path or None, got {type(weights).__name__}")
     else:
         raise TypeError(
             f"model must be a torchvision model name or an nn.Module, got {type(model).__name__}"
@@ -419,4 +462,4 @@ def load_backbone(
     with torch.no_grad():
         size = preprocessing.crop_size
         num_features = body(torch.zeros(1, 3, size, size)).shape[1]
-    return Backbone(body, int(num_features), layer_groups, preprocessing, name)
+    return Backbone(body, int(num_features), layer_groups, preprocessing, name, weights_id)

@@ -70,6 +70,10 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         Normalisation; ``None`` uses the weights' own (ImageNet statistics).
     n_jobs : int, default=None
         Threads decoding image files ahead of the model; ``None`` means ``min(4, cpus)``.
+    compile : bool, default=False
+        Run the network through :func:`torch.compile` (compiled once per process, on the
+        first ``transform``; not with ``layer``). Pays off for large inputs on GPUs;
+        compilation takes tens of seconds.
     cache : str, path or joblib.Memory, default=None
         Folder of an on-disk embedding cache keyed by image content (file bytes, pixel
         bytes) and by everything that changes an embedding (architecture, weights, layers,
@@ -109,6 +113,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
         n_jobs: int | None = None,
+        compile: bool = False,
         cache: str | os.PathLike | object | None = None,
         verbose: bool = False,
     ):
@@ -123,6 +128,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         self.mean = mean
         self.std = std
         self.n_jobs = n_jobs
+        self.compile = compile
         self.cache = cache
         self.verbose = verbose
 
@@ -155,10 +161,12 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         self.n_features_out_ = self._probe_features()
         if cache_directory(self.cache) is not None:
             prep = backbone.preprocessing
+            # Named weights identify themselves; any other network is hashed tensor by tensor.
+            weights = backbone.weights_id or backbone.body.state_dict()
             self.model_fingerprint_ = fingerprint(
-                type(backbone.body.net).__qualname__, repr(backbone.body.net),
-                backbone.body.state_dict(), self._layers(), prep.resize_size, prep.crop_size,
-                prep.mean, prep.std, str(prep.interpolation),
+                type(backbone.body.net).__qualname__, repr(backbone.body.net), weights,
+                self._layers(), prep.resize_size, prep.crop_size, prep.mean, prep.std,
+                str(prep.interpolation),
             )
         return self
 
@@ -214,6 +222,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
     def __getstate__(self) -> dict:
         """Pickle with the network's weights on the CPU, so a GPU fit loads anywhere."""
         state = super().__getstate__()
+        state.pop("_compiled", None)  # compiled graphs do not pickle; rebuilt on demand
         backbone = state.get("backbone_")
         if backbone is not None and any(p.device.type != "cpu" for p in backbone.body.parameters()):
             body = copy.deepcopy(backbone.body).to("cpu", memory_format=torch.contiguous_format)
@@ -254,12 +263,11 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
                         f"layer {name!r} is not a submodule of {self.backbone_.name}; "
                         f"top-level modules are {top} (see model.named_modules())"
                     )
+        if layers is None:
+            return self.backbone_.num_features
         size = self.backbone_.preprocessing.crop_size
         with torch.inference_mode():
-            dummy = torch.zeros(1, 3, size, size)
-            if layers is None:
-                return int(self.backbone_.body(dummy).shape[1])
-            feats = self._tap(self.backbone_.body, dummy, layers)
+            feats = self._tap(self.backbone_.body, torch.zeros(1, 3, size, size), layers)
         self._layer_sizes_ = [int(f.shape[1]) for f in feats]
         return sum(self._layer_sizes_)
 
@@ -316,7 +324,14 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
             body.to(device, memory_format=torch.channels_last)
         else:
             body.to(device)
-        return body.eval()
+        body.eval()
+        if not self.compile or self.layer is not None:  # hooks on layers run eagerly
+            return body
+        compiled = getattr(self, "_compiled", None)
+        if compiled is None or compiled[0] != device:
+            compiled = (device, torch.compile(body))
+            self._compiled = compiled
+        return compiled[1]
 
     def _forward(self, body: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         layers = self._layers()

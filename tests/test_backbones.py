@@ -64,6 +64,15 @@ class NotTensors:
     """An arbitrary object: unpickling it would run code, weights_only refuses it."""
 
 
+def test_local_weights_file_without_the_classifier(tmp_path):
+    torch.manual_seed(6)
+    source = tvm.mobilenet_v3_small(weights=None)
+    body = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
+    torch.save(body, tmp_path / "body.pth")
+    backbone = load_backbone("mobilenet_v3_small", weights=tmp_path / "body.pth")
+    assert torch.equal(backbone.body.net.features[0][0].weight, source.features[0][0].weight)
+
+
 def test_local_weights_file_is_loaded_with_weights_only(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"x": NotTensors()}, path)

@@ -155,3 +155,15 @@ def test_real_pretrained_features_beat_raw_pixels(no_network):
     print(f"raw pixels {raw_acc:.3f}, frozen EfficientNet-Lite0 features {transfer_acc:.3f}")
     assert transfer_acc > raw_acc + 0.15
     assert transfer_acc > 0.5  # 12 classes: chance is 0.083
+
+
+def test_compiled_network_gives_the_same_embeddings(tiny_model, rgb_uint8):
+    import pickle
+
+    eager = make_extractor(tiny_model).fit().transform(rgb_uint8)
+    compiled = make_extractor(tiny_model, compile=True).fit()
+    np.testing.assert_allclose(compiled.transform(rgb_uint8), eager, atol=1e-5)
+    assert compiled._compiled is not None
+    restored = pickle.loads(pickle.dumps(compiled))  # compiled graph left out, rebuilt
+    assert not hasattr(restored, "_compiled")
+    np.testing.assert_allclose(restored.transform(rgb_uint8), eager, atol=1e-5)
