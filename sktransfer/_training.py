@@ -24,13 +24,16 @@ class TransferNet(nn.Module):
     ``train()`` at every training step; this is where that is undone).
     """
 
-    def __init__(self, body: nn.Module, num_features: int, n_classes: int):
+    def __init__(self, body: nn.Module, num_features: int, n_classes: int, prep: Preprocessing):
         super().__init__()
         self.body = body
         self.head = nn.Linear(num_features, n_classes)
+        self.prep = prep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        # Batches arrive resized but not normalised (uint8 where possible: 4x less to copy
+        # to the device); normalisation runs on the device, batch by batch.
+        return self.head(self.body(self.prep.normalize(x)))
 
     def train(self, mode: bool = True) -> TransferNet:
         super().train(mode)
@@ -55,7 +58,11 @@ def default_augmentation(crop_size: int) -> T.Compose:
 
 
 class ImageDataset(Dataset):
-    """Items of an :class:`ImageSource`, preprocessed (and augmented when training)."""
+    """Items of an :class:`ImageSource`, resized and cropped (and augmented when training).
+
+    Items are ``(3, S, S)`` uint8 tensors (float in ``[0, 1]`` for float inputs);
+    :class:`TransferNet` normalises whole batches on the device.
+    """
 
     def __init__(self, source: ImageSource, prep: Preprocessing, y=None, indices=None,
                  augment=None):
@@ -78,9 +85,10 @@ class ImageDataset(Dataset):
             img = self.prep.resize_crop(img)
         if not isinstance(img, torch.Tensor):
             img = TF.pil_to_tensor(img)
-        x = self.prep.normalize(img[None])[0]
+        if img.dtype != torch.uint8:
+            img = img.float()  # float images in [0, 1]; TransferNet normalises
         target = -1 if self.y is None else int(self.y[index])
-        return x, target
+        return img, target
 
 
 class GroupUnfreezer(Callback):

@@ -181,8 +181,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     f"unfreeze={self.unfreeze} but {backbone.name} has {n_groups} layer groups "
                     f"{[g for g, _ in backbone.groups]}; use 0..{n_groups} or 'all'"
                 )
-            module = TransferNet(backbone.body, backbone.num_features, len(self.classes_))
             prep = backbone.preprocessing
+            module = TransferNet(backbone.body, backbone.num_features, len(self.classes_), prep)
             train_idx, valid_idx = self._split(y_enc, seed)
             augment = self._augmentation(prep.crop_size)
             train_ds = ImageDataset(source, prep, y_enc, train_idx, augment)

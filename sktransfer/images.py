@@ -61,6 +61,9 @@ class Preprocessing:
 
     def resize_crop(self, img: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
         """Resize the shorter side and centre crop (PIL images or ``(..., C, H, W)`` tensors)."""
+        if isinstance(img, torch.Tensor) and img.shape[-2:] == (self.crop_size,) * 2 and (
+                self.resize_size == self.crop_size):
+            return img  # already at size: nothing to resample
         img = TF.resize(img, [self.resize_size], interpolation=self.interpolation, antialias=True)
         return TF.center_crop(img, [self.crop_size, self.crop_size])
 
