@@ -64,9 +64,10 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def use_channels_last(device: torch.device) -> bool:
-    """Whether inference runs in channels_last memory format on ``device``.
+    """Whether convolutions run in channels_last memory format on ``device``.
 
     On CUDA it feeds tensor cores; on the CPU it was measured faster too (2 cores, batch
-    32 at 224 px: resnet18 0.90 s vs 1.19 s, efficientnet_b0 1.22 s vs 1.59 s per batch).
+    32: inference at 224 px, resnet18 0.90 s vs 1.19 s and efficientnet_b0 1.22 s vs
+    1.59 s per batch; a resnet18 training step at 128 px 0.64 s vs 0.66 s).
     """
     return device.type in ("cuda", "cpu")

@@ -24,16 +24,23 @@ class TransferNet(nn.Module):
     ``train()`` at every training step; this is where that is undone).
     """
 
-    def __init__(self, body: nn.Module, num_features: int, n_classes: int, prep: Preprocessing):
+    def __init__(self, body: nn.Module, num_features: int, n_classes: int, prep: Preprocessing,
+                 channels_last: bool = False):
         super().__init__()
         self.body = body
         self.head = nn.Linear(num_features, n_classes)
         self.prep = prep
+        self.channels_last = channels_last
+        if channels_last:
+            self.body.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Batches arrive resized but not normalised (uint8 where possible: 4x less to copy
         # to the device); normalisation runs on the device, batch by batch.
-        return self.head(self.body(self.prep.normalize(x)))
+        x = self.prep.normalize(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.head(self.body(x))
 
     def train(self, mode: bool = True) -> TransferNet:
         super().train(mode)

@@ -182,7 +182,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     f"{[g for g, _ in backbone.groups]}; use 0..{n_groups} or 'all'"
                 )
             prep = backbone.preprocessing
-            module = TransferNet(backbone.body, backbone.num_features, len(self.classes_), prep)
+            module = TransferNet(backbone.body, backbone.num_features, len(self.classes_), prep,
+                                 channels_last=_runtime.use_channels_last(device))
             train_idx, valid_idx = self._split(y_enc, seed)
             augment = self._augmentation(prep.crop_size)
             train_ds = ImageDataset(source, prep, y_enc, train_idx, augment)
