@@ -200,7 +200,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 module,
                 criterion=nn.CrossEntropyLoss,
                 optimizer=_OPTIMIZERS[self.optimizer],
-                optimizer__param_groups=self._param_groups(backbone),
+                optimizer__param_groups=self._param_groups(backbone.groups),
                 optimizer__weight_decay=self.weight_decay,
                 **({"optimizer__momentum": 0.9} if self.optimizer == "sgd" else {}),
                 lr=self.lr,
@@ -233,7 +233,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         source = as_image_source(X)
         dataset = ImageDataset(source, self.preprocessing_)
-        self._sync_device()
+        # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
         proba = self.net_.predict_proba(dataset)
         return np.asarray(proba, dtype=np.float32)
 
@@ -258,7 +258,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         module = self.net_.module_
         lrs = {}
-        for pattern, options in self._param_groups_for(self._group_members):
+        for pattern, options in self._param_groups(self._group_members):
             lrs[pattern] = options["lr"]
         rows = []
         for name, members in self._group_members:
@@ -376,7 +376,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return ["body."]
         return [f"body.net.{m}." for members, _ in self._depths(backbone.groups) for m in members]
 
-    def _param_groups_for(self, groups) -> list[tuple[str, dict]]:
+    def _param_groups(self, groups) -> list[tuple[str, dict]]:
+        """skorch ``param_groups``: (pattern, {"lr": ...}) per trainable group member."""
         pgroups = []
         for members, depth in self._depths(groups):
             for m in members:
@@ -384,12 +385,3 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         if self.unfreeze == "all":  # parameters outside any group: the stem's rate
             pgroups.append(("body.*", {"lr": self.lr * self.lr_decay ** max(len(groups), 1)}))
         return pgroups
-
-    def _param_groups(self, backbone) -> list[tuple[str, dict]]:
-        return self._param_groups_for(backbone.groups)
-
-    def _sync_device(self) -> None:
-        """A model fitted on a GPU predicts on the CPU where no GPU exists."""
-        if str(self.net_.device).startswith("cuda") and not torch.cuda.is_available():
-            self.net_.set_params(device="cpu")
-            self.net_.module_.to("cpu")
