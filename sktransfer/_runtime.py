@@ -71,3 +71,14 @@ def use_channels_last(device: torch.device) -> bool:
     1.59 s per batch; a resnet18 training step at 128 px 0.64 s vs 0.66 s).
     """
     return device.type in ("cuda", "cpu")
+
+
+def release_device_memory(device: torch.device) -> None:
+    """Hand the cached blocks of a GPU back to the driver (other processes can use them).
+
+    Call once tensors on ``device`` are no longer referenced; a no-op on the CPU.
+    """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

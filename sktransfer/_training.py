@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
@@ -11,6 +13,7 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 from . import _runtime
+from ._resume import EarlyStop
 from .images import ImageSource, Preprocessing
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -120,7 +123,8 @@ class GroupUnfreezer(Callback):
             p.requires_grad_(True)
 
     def on_train_begin(self, net, **kwargs) -> None:
-        self._set(net, unfrozen=self.freeze_epochs == 0)
+        # a resumed fit may already be past the switch
+        self._set(net, unfrozen=len(net.history) >= self.freeze_epochs)
         net.initialize_optimizer()
 
     def on_epoch_begin(self, net, **kwargs) -> None:
@@ -152,6 +156,51 @@ class AmpNet(NeuralNetClassifier):
         super().__setstate__(state)
         if shared:
             self.module = self.module_
+
+    def release(self) -> None:
+        """Free what only training needs: gradients, optimizer state, device memory.
+
+        The module waits on the CPU; :meth:`on_device` brings it to ``device`` for a
+        prediction and back.
+        """
+        for p in self.module_.parameters():
+            p.grad = None
+        self.optimizer_.state.clear()
+        self.module_.to("cpu")
+        _runtime.release_device_memory(torch.device(self.device))
+
+    @contextlib.contextmanager
+    def on_device(self):
+        """Run the block with the module on ``device``; back to the CPU afterwards."""
+        device = torch.device(self.device)
+        if device.type == "cpu":
+            yield
+            return
+        self.module_.to(device)
+        try:
+            yield
+        finally:
+            self.module_.to("cpu")
+            _runtime.release_device_memory(device)
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """Train up to ``max_epochs`` in all (a resumed history counts); flag a Ctrl-C.
+
+        skorch ends training quietly on KeyboardInterrupt; ``interrupted_`` tells the
+        caller that it was the user's, not early stopping.
+        """
+        self.interrupted_ = False
+        if epochs is None:
+            epochs = self.max_epochs - len(self.history)
+        if epochs <= 0:
+            return self
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except EarlyStop:
+            raise
+        except KeyboardInterrupt:
+            self.interrupted_ = True
+            raise
 
     def infer(self, x, **fit_params):
         with _runtime.autocast(torch.device(self.device), self.amp_dtype):

@@ -17,7 +17,7 @@ import numpy as np
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
 EPILOG = ("exit codes: 0 success, 2 bad usage or input (folder, image, option), "
-          "3 unreadable model file, 1 unexpected error")
+          "3 unreadable model file, 130 interrupted (Ctrl-C), 1 unexpected error")
 
 
 class CliError(Exception):
@@ -29,8 +29,11 @@ class CliError(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-def resolve_model(spec: str):
-    """A torchvision name, or ``package.module:factory`` called to build an ``nn.Module``."""
+def resolve_model(spec: str, seed: int = 0):
+    """A torchvision name, or ``package.module:factory`` called to build an ``nn.Module``.
+
+    The factory runs seeded, so randomly initialised layers are the same on every run.
+    """
     if ":" not in spec:
         return spec
     module_name, _, attr = spec.partition(":")
@@ -39,9 +42,13 @@ def resolve_model(spec: str):
     except (ImportError, AttributeError) as exc:
         raise CliError(f"--model {spec}: cannot import {attr!r} from {module_name!r}: {exc}"
                        ) from None
+    import torch
     from torch import nn
 
-    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = factory() if callable(factory) and not isinstance(factory, nn.Module) \
+            else factory
     if not isinstance(model, nn.Module):
         raise CliError(f"--model {spec}: the factory returned {type(model).__name__}, "
                        "not a torch.nn.Module")
@@ -53,7 +60,8 @@ def resolve_weights(value: str):
 
 
 def backbone_params(args) -> dict:
-    params = {"model": resolve_model(args.model), "weights": resolve_weights(args.weights)}
+    params = {"model": resolve_model(args.model, getattr(args, "seed", 0)),
+              "weights": resolve_weights(args.weights)}
     if args.image_size:
         params["image_size"] = args.image_size
     return params
@@ -122,6 +130,7 @@ def build_estimator(args, strategy: str):
         **common, unfreeze=args.unfreeze, max_epochs=args.epochs, lr=args.lr,
         freeze_epochs=min(args.freeze_epochs, args.epochs - 1), augment=args.augment,
         random_state=args.seed, verbose=not args.quiet and strategy == "finetune",
+        checkpoint=args.checkpoint,
     )
 
 
@@ -271,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="head learning rate")
     p.add_argument("--augment", action="store_true", help="training-time augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="fine-tuning: save a checkpoint in DIR after every epoch; after an "
+                        "interruption the same command resumes")
     _add_backbone_options(p)
     p.set_defaults(func=cmd_fit)
 
@@ -297,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sktransfer {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
-        print(f"sktransfer {args.command}: interrupted", file=sys.stderr)
+        hint = ""
+        if getattr(args, "checkpoint", None):
+            hint = f"; run the same command again to resume from {args.checkpoint}"
+        print(f"sktransfer {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

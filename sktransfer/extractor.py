@@ -277,6 +277,15 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         amp_dtype = _runtime.autocast_dtype(device, self.precision)
         channels_last = _runtime.use_channels_last(device)
         body = self._body_on(device, channels_last)
+        try:
+            return self._run(source, body, device, amp_dtype, channels_last)
+        finally:
+            if device.type != "cpu":  # give the GPU back between calls
+                self.backbone_.body.to("cpu")
+                _runtime.release_device_memory(device)
+
+    def _run(self, source: ImageSource, body: nn.Module, device: torch.device,
+             amp_dtype: torch.dtype | None, channels_last: bool) -> np.ndarray:
         prep = self.backbone_.preprocessing
         n_workers = self.n_jobs if self.n_jobs is not None else _default_n_workers()
         out = np.empty((len(source), self.n_features_out_), dtype=np.float32)

@@ -10,11 +10,12 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.callbacks import ProgressBar
 from skorch.helper import predefined_split
 from torch import nn
 
 from . import _runtime
+from ._resume import TrainingState, fit_fingerprint, read_checkpoint
 from ._training import AmpNet, GroupUnfreezer, ImageDataset, TransferNet, default_augmentation
 from .backbones import DEFAULT_MODEL, load_backbone
 from .images import as_image_source
@@ -80,6 +81,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     num_workers : int, default=0
         DataLoader worker processes decoding and augmenting images during training and
         prediction; 0 does it in the main process.
+    checkpoint : path, default=None
+        Folder for a checkpoint written (atomically) after every epoch: weights, optimizer
+        state, history, random state. A fit with the same parameters on the same data
+        resumes from it where the previous one stopped; one that has already finished
+        returns at once; raising ``max_epochs`` continues training. Each distinct fit
+        (parameters, images, labels) has its own file, so cross-validation folds and
+        grid points never collide. Delete the folder to start over.
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks, for power users.
     verbose : bool, default=False
@@ -93,6 +101,22 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         The fitted skorch net (its ``history``, ``module_``...).
     layer_groups_ : list of str
         Names of the backbone's layer groups, stem first.
+    n_epochs_ : int
+        Epochs trained (resumed ones included).
+    best_epoch_ : int
+        The epoch whose weights the model holds: the lowest validation loss, or the last
+        completed epoch without a validation set.
+    interrupted_ : bool
+        Whether ``fit`` was stopped by Ctrl-C (KeyboardInterrupt).
+
+    Notes
+    -----
+    **Interrupting.** Ctrl-C during ``fit`` stops training and leaves the estimator
+    fitted with the best weights so far (``best_epoch_``, ``interrupted_=True``); the
+    KeyboardInterrupt is then re-raised so that scripts and searches stop too. Ctrl-C
+    before the first epoch ends leaves the estimator as it was. With ``checkpoint``,
+    calling ``fit`` again resumes; on the CPU the resumed model is identical to one
+    trained without interruption.
     """
 
     def __init__(
@@ -119,6 +143,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         precision: str = "auto",
         random_state: int | None = None,
         num_workers: int = 0,
+        checkpoint: str | os.PathLike | None = None,
         callbacks: list | None = None,
         verbose: bool = False,
     ):
@@ -144,6 +169,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.random_state = random_state
         self.num_workers = num_workers
+        self.checkpoint = checkpoint
         self.callbacks = callbacks
         self.verbose = verbose
 
@@ -164,10 +190,16 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         source = as_image_source(X)
-        y_enc = self._encode_y(y, len(source))
+        classes, y_enc = self._encode_y(y, len(source))
         device = _runtime.resolve_device(self.device)
-        seed = self.random_state if self.random_state is not None else int(
-            np.random.default_rng().integers(2**31))
+        ckpt_path, meta, checkpoint = self._checkpoint(source, y_enc)
+        if checkpoint is not None:
+            seed = checkpoint["meta"]["seed"]
+        elif self.random_state is not None:
+            seed = self.random_state
+        else:
+            seed = int(np.random.default_rng().integers(2**31))
+        meta["seed"] = seed
         # Seeded, without touching the caller's global torch RNG.
         with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device]):
             torch.manual_seed(seed)
@@ -182,21 +214,24 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     f"{[g for g, _ in backbone.groups]}; use 0..{n_groups} or 'all'"
                 )
             prep = backbone.preprocessing
-            module = TransferNet(backbone.body, backbone.num_features, len(self.classes_), prep,
+            module = TransferNet(backbone.body, backbone.num_features, len(classes), prep,
                                  channels_last=_runtime.use_channels_last(device))
             train_idx, valid_idx = self._split(y_enc, seed)
             augment = self._augmentation(prep.crop_size)
             train_ds = ImageDataset(source, prep, y_enc, train_idx, augment)
             train_split = None
-            callbacks = [("unfreeze", GroupUnfreezer(self._trainable(backbone), self._phase1()))]
-            if valid_idx is not None:
+            validate = valid_idx is not None
+            if validate:
                 train_split = predefined_split(ImageDataset(source, prep, y_enc, valid_idx))
-                callbacks.append(("early_stopping", EarlyStopping(
-                    monitor="valid_loss", patience=self.patience, load_best=True)))
+            state = TrainingState(monitor="valid_loss" if validate else None,
+                                  patience=self.patience if validate else None,
+                                  path=ckpt_path, meta=meta)
+            callbacks = [("unfreeze", GroupUnfreezer(self._trainable(backbone), self._phase1())),
+                         ("training_state", state)]
             if self.verbose:
                 callbacks.append(("progress_bar", ProgressBar()))
             callbacks += list(self.callbacks or [])
-            self.net_ = AmpNet(
+            net = AmpNet(
                 module,
                 criterion=nn.CrossEntropyLoss,
                 optimizer=_OPTIMIZERS[self.optimizer],
@@ -211,15 +246,33 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 iterator_valid__num_workers=self.num_workers,
                 train_split=train_split,
                 callbacks=callbacks,
-                classes=list(range(len(self.classes_))),
+                classes=list(range(len(classes))),
                 device=str(device),
                 amp_dtype=self._amp_dtype(device),
                 verbose=int(bool(self.verbose)),
-            )
-            self.net_.fit(train_ds, y=None)
+            ).initialize()
+            if checkpoint is not None:
+                state.resume(net, checkpoint)
+            if not state.stopped_:
+                net.partial_fit(train_ds, y=None)  # ends quietly on Ctrl-C; see interrupted_
+        interrupted = getattr(net, "interrupted_", False)
+        if not state.restore_best(net):
+            # Ctrl-C before the first epoch ended: nothing worth keeping, a previous fit
+            # (if any) stays as it was.
+            raise KeyboardInterrupt
+        net.release()
+        self.net_ = net
+        self.classes_ = classes
         self.layer_groups_ = [g for g, _ in backbone.groups]
         self._group_members = backbone.groups
         self.preprocessing_ = prep
+        self.n_epochs_ = len(net.history)
+        self.best_epoch_ = state.best_epoch_
+        self.interrupted_ = interrupted
+        state.best_state_ = None  # in the module now; not worth a second copy in pickles
+        if interrupted:
+            # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
+            raise KeyboardInterrupt
         return self
 
     # ------------------------------------------------------------------ predict
@@ -234,7 +287,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         source = as_image_source(X)
         dataset = ImageDataset(source, self.preprocessing_)
         # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
-        proba = self.net_.predict_proba(dataset)
+        with self.net_.on_device():
+            proba = self.net_.predict_proba(dataset)
         return np.asarray(proba, dtype=np.float32)
 
     def predict(self, X: object) -> np.ndarray:
@@ -244,7 +298,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks that the estimator is fitted
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def summary(self) -> list[dict]:
         """Parameters per layer group: count, whether trained, learning rate.
@@ -319,11 +374,23 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"num_workers must be a non-negative integer, got "
                              f"{self.num_workers!r}")
 
+    def _checkpoint(self, source, y_enc) -> tuple[os.PathLike | None, dict, dict | None]:
+        """The checkpoint file of this fit, its metadata, and its contents if it exists."""
+        if self.checkpoint is None:
+            return None, {}, None
+        volatile = {"max_epochs", "patience", "verbose", "callbacks", "num_workers", "device",
+                    "checkpoint"}
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in volatile}
+        key = fit_fingerprint(params, source, y_enc)
+        path = os.path.join(self.checkpoint, f"finetune-{key[:24]}.ckpt")
+        meta = {"fingerprint": key}
+        return path, meta, read_checkpoint(path, meta)
+
     def _amp_dtype(self, device: torch.device) -> torch.dtype | None:
         dtype = _runtime.autocast_dtype(device, self.precision)
         return None if dtype == torch.float16 else dtype  # no fp16 without loss scaling
 
-    def _encode_y(self, y: object, n_samples: int) -> np.ndarray:
+    def _encode_y(self, y: object, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         if y is None:
             raise ValueError("FineTuneClassifier needs labels y")
         y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
@@ -341,8 +408,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y mixes label types {kinds}; use one type") from None
         if len(classes) < 2:
             raise ValueError(f"y has a single class '{classes[0]}'; need at least 2")
-        self.classes_ = classes
-        return np.searchsorted(classes, y).astype(np.int64)
+        return classes, np.searchsorted(classes, y).astype(np.int64)
 
     def _split(self, y: np.ndarray, seed: int):
         idx = np.arange(len(y))
