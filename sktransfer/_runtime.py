@@ -82,3 +82,17 @@ def release_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads: int | None):
+    """Run the block with ``n_threads`` intra-op CPU threads (None: leave torch's setting)."""
+    if n_threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -77,10 +77,17 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         float32 elsewhere. (float16 training would need loss scaling, so it is refused.)
     random_state : int, default=None
         Seed for head initialisation, shuffling, the validation split and augmentation.
-        On the CPU, equal seeds give identical models. The global torch RNG is left as is.
+        On the CPU, equal seeds and equal thread counts give identical models (see
+        ``n_threads``). The global torch RNG is left as is.
     num_workers : int, default=0
         DataLoader worker processes decoding and augmenting images during training and
         prediction; 0 does it in the main process.
+    n_threads : int, default=None
+        CPU threads torch uses during ``fit`` and ``predict`` (restored afterwards);
+        ``None`` keeps torch's setting. Training results depend on the thread count
+        (gradient sums are split differently), and ``GridSearchCV(n_jobs=k)`` runs its
+        fits in workers with fewer threads than a single process, so set ``n_threads``
+        (1 suits parallel searches) for results identical across ``n_jobs`` settings.
     checkpoint : path, default=None
         Folder for a checkpoint written (atomically) after every epoch: weights, optimizer
         state, history, random state. A fit with the same parameters on the same data
@@ -143,6 +150,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         precision: str = "auto",
         random_state: int | None = None,
         num_workers: int = 0,
+        n_threads: int | None = None,
         checkpoint: str | os.PathLike | None = None,
         callbacks: list | None = None,
         verbose: bool = False,
@@ -169,6 +177,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.random_state = random_state
         self.num_workers = num_workers
+        self.n_threads = n_threads
         self.checkpoint = checkpoint
         self.callbacks = callbacks
         self.verbose = verbose
@@ -189,6 +198,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self : FineTuneClassifier
         """
         self._check_params()
+        with _runtime.torch_threads(self.n_threads):
+            return self._fit(X, y)
+
+    def _fit(self, X: object, y: object) -> FineTuneClassifier:
         source = as_image_source(X)
         classes, y_enc = self._encode_y(y, len(source))
         device = _runtime.resolve_device(self.device)
@@ -287,7 +300,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         source = as_image_source(X)
         dataset = ImageDataset(source, self.preprocessing_)
         # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
-        with self.net_.on_device():
+        with self.net_.on_device(), _runtime.torch_threads(self.n_threads):
             proba = self.net_.predict_proba(dataset)
         return np.asarray(proba, dtype=np.float32)
 
@@ -370,6 +383,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got "
                              f"{self.precision!r} (float16 training needs loss scaling)")
+        if self.n_threads is not None and (not isinstance(self.n_threads, numbers.Integral)
+                                           or self.n_threads < 1):
+            raise ValueError(f"n_threads must be None or a positive integer, got "
+                             f"{self.n_threads!r}")
         if not isinstance(self.num_workers, numbers.Integral) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got "
                              f"{self.num_workers!r}")
