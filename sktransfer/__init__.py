@@ -18,6 +18,8 @@ _EXPORTS = {
     "PretrainedFeatureExtractor": "extractor",
     "FineTuneClassifier": "finetune",
     "ImageInputError": "errors",
+    "export_model": "exchange",
+    "import_model": "exchange",
 }
 __all__ = [
     "Backbone",
@@ -25,12 +27,15 @@ __all__ = [
     "ImageInputError",
     "PretrainedFeatureExtractor",
     "WeightsUnavailableError",
+    "export_model",
+    "import_model",
     "load_backbone",
 ]
 
 if TYPE_CHECKING:
     from .backbones import Backbone, load_backbone
     from .errors import ImageInputError, WeightsUnavailableError
+    from .exchange import export_model, import_model
     from .extractor import PretrainedFeatureExtractor
     from .finetune import FineTuneClassifier
 

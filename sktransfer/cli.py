@@ -142,6 +142,11 @@ def cmd_fit(args) -> int:
     from .folders import load_image_folder
     from .io import atomic_dump
 
+    safe = Path(args.out).suffix == ".safetensors"
+    if safe and args.strategy != "finetune":
+        raise CliError(f"-o {args.out}: .safetensors files hold fine-tuned models only "
+                       "(--strategy finetune); other strategies end in a scikit-learn "
+                       "classifier, saved as .joblib")
     paths, labels, skipped = load_image_folder(args.folder)
     _warn_skipped(skipped)
     X, y = [str(p) for p in paths], np.asarray(labels)
@@ -177,7 +182,12 @@ def cmd_fit(args) -> int:
             cv_score = cross_val_score(estimator, X, y, cv=splitter).mean()
         estimator.fit(X, y)
     seconds = time.perf_counter() - start
-    atomic_dump(estimator, args.out, dump=joblib.dump)
+    if safe:
+        from .exchange import export_model
+
+        export_model(estimator, args.out)
+    else:
+        atomic_dump(estimator, args.out, dump=joblib.dump)
     report = f"strategy: {chosen}; fit time {seconds:.1f} s"
     if cv_score is not None:
         report += f"; {cv_folds}-fold cv accuracy {cv_score:.3f}"
@@ -186,11 +196,17 @@ def cmd_fit(args) -> int:
     return EXIT_OK
 
 
-def load_model(path: str):
+def load_model(path: str, architecture: str | None = None):
     import joblib
 
     try:
-        model = joblib.load(path)
+        if Path(path).suffix == ".safetensors":
+            from .exchange import import_model
+
+            module = resolve_model(architecture) if architecture else None
+            model = import_model(path, model=module)  # pickle-free: no code from the file
+        else:
+            model = joblib.load(path)
     except FileNotFoundError:
         raise CliError(f"model file not found: {path}", EXIT_MODEL) from None
     except Exception as exc:
@@ -205,7 +221,7 @@ def load_model(path: str):
 def cmd_predict(args) -> int:
     from .folders import list_images
 
-    model = load_model(args.model_file)
+    model = load_model(args.model_file, args.model)
     paths, skipped = list_images(args.inputs)
     _warn_skipped(skipped)
     proba = model.predict_proba([str(p) for p in paths])
@@ -265,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="train a classifier and save it with joblib", epilog=EPILOG)
     p.add_argument("folder", help="folder with one subfolder of images per class")
-    p.add_argument("-o", "--out", required=True, help="model file to write (.joblib)")
+    p.add_argument("-o", "--out", required=True,
+                   help="model file to write: .joblib, or .safetensors (pickle-free, "
+                        "fine-tuned models)")
     p.add_argument("--strategy", choices=["frozen", "finetune", "auto"], default="frozen",
                    help="frozen features + logistic regression, fine-tuning, or the best of "
                         "both by cross-validation (default: frozen)")
@@ -287,8 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("predict", help="predict with a saved model; writes CSV", epilog=EPILOG)
-    p.add_argument("model_file", help="a model written by 'sktransfer fit' (or joblib.dump)")
+    p.add_argument("model_file", help="a model written by 'sktransfer fit' (.joblib, or "
+                                      ".safetensors read without unpickling)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
+                   help="for a .safetensors model fine-tuned from a custom network: the "
+                        "factory building that architecture")
     p.add_argument("-o", "--out", default=None, help="CSV file (default: standard output)")
     p.set_defaults(func=cmd_predict)
     return parser

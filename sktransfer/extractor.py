@@ -154,6 +154,10 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
             resize_size=self.resize_size, mean=self.mean, std=self.std,
             progress=bool(self.verbose),
         )
+        return self._setup(backbone)
+
+    def _setup(self, backbone) -> PretrainedFeatureExtractor:
+        """Freeze ``backbone`` and make it this extractor's network (fit and import)."""
         for param in backbone.body.parameters():
             param.requires_grad_(False)
         backbone.body.eval()

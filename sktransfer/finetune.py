@@ -244,26 +244,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             if self.verbose:
                 callbacks.append(("progress_bar", ProgressBar()))
             callbacks += list(self.callbacks or [])
-            net = AmpNet(
-                module,
-                criterion=nn.CrossEntropyLoss,
-                optimizer=_OPTIMIZERS[self.optimizer],
-                optimizer__param_groups=self._param_groups(backbone.groups),
-                optimizer__weight_decay=self.weight_decay,
-                **({"optimizer__momentum": 0.9} if self.optimizer == "sgd" else {}),
-                lr=self.lr,
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                iterator_train__shuffle=True,
-                iterator_train__num_workers=self.num_workers,
-                iterator_valid__num_workers=self.num_workers,
-                train_split=train_split,
-                callbacks=callbacks,
-                classes=list(range(len(classes))),
-                device=str(device),
-                amp_dtype=self._amp_dtype(device),
-                verbose=int(bool(self.verbose)),
-            ).initialize()
+            net = self._make_net(module, backbone, len(classes), device, callbacks,
+                                 train_split).initialize()
             if checkpoint is not None:
                 state.resume(net, checkpoint)
             if not state.stopped_:
@@ -274,14 +256,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             # (if any) stays as it was.
             raise KeyboardInterrupt
         net.release()
-        self.net_ = net
-        self.classes_ = classes
-        self.layer_groups_ = [g for g, _ in backbone.groups]
-        self._group_members = backbone.groups
-        self.preprocessing_ = prep
-        self.n_epochs_ = len(net.history)
-        self.best_epoch_ = state.best_epoch_
-        self.interrupted_ = interrupted
+        self._set_fitted(net, classes, backbone, len(net.history), state.best_epoch_,
+                         interrupted)
         state.best_state_ = None  # in the module now; not worth a second copy in pickles
         if interrupted:
             # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
@@ -329,9 +305,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         for pattern, options in self._param_groups(self._group_members):
             lrs[pattern] = options["lr"]
         rows = []
+        trained = {id(members) for members, _ in self._depths(self._group_members)}
         for name, members in self._group_members:
             params = [p for m in members for p in module.body.net.get_submodule(m).parameters()]
-            trainable = any(p.requires_grad for p in params)
+            trainable = id(members) in trained
             lr = next((lrs[f"body.net.{m}.*"] for m in members if f"body.net.{m}.*" in lrs),
                       None)
             rows.append({"group": name, "params": sum(p.numel() for p in params),
@@ -390,6 +367,42 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.num_workers, numbers.Integral) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got "
                              f"{self.num_workers!r}")
+
+    def _make_net(self, module: TransferNet, backbone, n_classes: int, device: torch.device,
+                  callbacks: list, train_split=None) -> AmpNet:
+        """The skorch net around ``module`` (fit and import)."""
+        return AmpNet(
+            module,
+            criterion=nn.CrossEntropyLoss,
+            optimizer=_OPTIMIZERS[self.optimizer],
+            optimizer__param_groups=self._param_groups(backbone.groups),
+            optimizer__weight_decay=self.weight_decay,
+            **({"optimizer__momentum": 0.9} if self.optimizer == "sgd" else {}),
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train__shuffle=True,
+            iterator_train__num_workers=self.num_workers,
+            iterator_valid__num_workers=self.num_workers,
+            train_split=train_split,
+            callbacks=callbacks,
+            classes=list(range(n_classes)),
+            device=str(device),
+            amp_dtype=self._amp_dtype(device),
+            verbose=int(bool(self.verbose)),
+        )
+
+    def _set_fitted(self, net: AmpNet, classes: np.ndarray, backbone, n_epochs: int,
+                    best_epoch: int, interrupted: bool = False) -> None:
+        """Set every fitted attribute at once (a failed fit leaves the old ones whole)."""
+        self.net_ = net
+        self.classes_ = classes
+        self.layer_groups_ = [g for g, _ in backbone.groups]
+        self._group_members = backbone.groups
+        self.preprocessing_ = backbone.preprocessing
+        self.n_epochs_ = n_epochs
+        self.best_epoch_ = best_epoch
+        self.interrupted_ = interrupted
 
     def _checkpoint(self, source, y_enc) -> tuple[os.PathLike | None, dict, dict | None]:
         """The checkpoint file of this fit, its metadata, and its contents if it exists."""

@@ -131,3 +131,21 @@ def test_bad_model_spec(folder, tmp_path, capsys):
     assert "cannot import 'f' from 'nope.mod'" in capsys.readouterr().err
     assert run("extract", folder, "-o", tmp_path / "e.txt", *TINY) == 2
     assert "use a .npy, .csv or .parquet" in capsys.readouterr().err
+
+
+def test_fine_tuned_model_as_safetensors(folder, tmp_path, capsys):
+    args = ["--strategy", "finetune", "--epochs", "2", "--lr", "0.05", *TINY]
+    assert run("fit", folder, "-o", tmp_path / "m.joblib", *args) == 0
+    assert run("fit", folder, "-o", tmp_path / "m.safetensors", *args) == 0
+    for name in ("m.joblib", "m.safetensors"):
+        extra = ["--model", "tests.conftest:tiny_cnn"] if name.endswith("safetensors") else []
+        assert run("predict", tmp_path / name, folder, "-o", tmp_path / f"{name}.csv",
+                   *extra) == 0
+    assert (tmp_path / "m.joblib.csv").read_text() == (tmp_path / "m.safetensors.csv").read_text()
+    capsys.readouterr()
+    # without the architecture of a custom network: a clear error, exit code 3
+    assert run("predict", tmp_path / "m.safetensors", folder) == 3
+    assert "pass model=" in capsys.readouterr().err
+    # a frozen-features Pipeline cannot be written pickle-free: said before any work
+    assert run("fit", folder, "-o", tmp_path / "p.safetensors", *TINY) == 2
+    assert "fine-tuned models only" in capsys.readouterr().err

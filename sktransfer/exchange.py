@@ -1,0 +1,239 @@
+"""Pickle-free model exchange: one safetensors file holding weights and a JSON config.
+
+joblib and pickle files run code when loaded. An exported file holds only tensors (the
+safetensors format: a JSON header and raw little-endian data) and, in the header's
+metadata, a JSON document with the estimator's parameters and fitted attributes.
+:func:`import_model` reads it without unpickling and without importing any module named
+in the file, so a file from an untrusted source cannot run code. The imported estimator
+predicts exactly as the exported one did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode
+
+from . import __version__, _runtime
+from .backbones import load_backbone
+from .extractor import PretrainedFeatureExtractor
+from .finetune import FineTuneClassifier
+from .images import Preprocessing
+from .io import atomic_dump
+
+FORMAT = "sktransfer.safe"
+VERSION = 1
+_META_KEY = "sktransfer"
+# Training-only parameters holding code: not exported, defaults on import.
+_CODE_PARAMS = {"augment": False, "callbacks": None}
+_ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, PretrainedFeatureExtractor)}
+
+
+def _json_param(name: str, value: object) -> object:
+    if name in _CODE_PARAMS:
+        return _CODE_PARAMS[name] if not isinstance(value, bool) else value
+    if name == "model" and isinstance(value, nn.Module):
+        return {"custom": f"{type(value).__module__}.{type(value).__qualname__}"}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, tuple):
+        return list(value)
+    try:
+        json.dumps(value)
+    except TypeError:
+        raise ValueError(
+            f"parameter {name}={value!r} cannot be exported to JSON; set it to a plain "
+            "value (str, number, list) or use joblib"
+        ) from None
+    return value
+
+
+def _preprocessing_config(prep: Preprocessing) -> dict:
+    return {"resize_size": prep.resize_size, "crop_size": prep.crop_size,
+            "mean": list(prep.mean), "std": list(prep.std),
+            "interpolation": prep.interpolation.value}
+
+
+def _preprocessing(config: dict) -> Preprocessing:
+    return Preprocessing(int(config["resize_size"]), int(config["crop_size"]),
+                         tuple(float(v) for v in config["mean"]),
+                         tuple(float(v) for v in config["std"]),
+                         InterpolationMode(config["interpolation"]))
+
+
+def export_model(estimator: FineTuneClassifier | PretrainedFeatureExtractor,
+                 path: str | os.PathLike) -> Path:
+    """Write a fitted estimator to a pickle-free ``.safetensors`` file (atomically).
+
+    Parameters
+    ----------
+    estimator : FineTuneClassifier or PretrainedFeatureExtractor
+        Fitted. Training-only callables (``augment``, ``callbacks``) are not exported.
+    path : path
+        Destination file, conventionally ending in ``.safetensors``.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    TypeError
+        For other estimators (a Pipeline's scikit-learn steps are not covered: export
+        the extractor with this function and the rest with, e.g., ``skops.io``).
+    """
+    from safetensors.torch import save_file
+    from sklearn.utils.validation import check_is_fitted
+
+    name = type(estimator).__name__
+    if name not in _ESTIMATORS:
+        raise TypeError(f"export_model takes a FineTuneClassifier or a "
+                        f"PretrainedFeatureExtractor, got {name}")
+    params = {k: _json_param(k, v) for k, v in estimator.get_params(deep=False).items()}
+    if isinstance(estimator, FineTuneClassifier):
+        check_is_fitted(estimator, "net_")
+        module = estimator.net_.module_
+        classes = estimator.classes_
+        fitted = {"classes": classes.tolist(), "classes_dtype": classes.dtype.str,
+                  "preprocessing": _preprocessing_config(estimator.preprocessing_),
+                  "groups": [[g, list(m)] for g, m in estimator._group_members],
+                  "n_epochs": estimator.n_epochs_, "best_epoch": estimator.best_epoch_}
+    else:
+        check_is_fitted(estimator, "backbone_")
+        backbone = estimator.backbone_
+        module = backbone.body
+        fitted = {"preprocessing": _preprocessing_config(backbone.preprocessing),
+                  "groups": [[g, list(m)] for g, m in backbone.groups],
+                  "weights_id": backbone.weights_id}
+    config = {"format": FORMAT, "version": VERSION, "estimator": name,
+              "sktransfer_version": __version__, "torch_version": torch.__version__,
+              "params": params, "fitted": fitted}
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in
+               module.state_dict().items()}
+    metadata = {_META_KEY: json.dumps(config)}
+    return atomic_dump(tensors, path, dump=lambda obj, p: save_file(obj, p, metadata=metadata))
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The JSON config of an exported file (no tensors are read).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If it is not a safetensors file written by :func:`export_model`.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # the safetensors parser's errors vary by version
+        raise ValueError(f"{path} is not a safetensors file: {exc}") from None
+    try:
+        config = json.loads(metadata[_META_KEY])
+    except (KeyError, json.JSONDecodeError):
+        raise ValueError(f"{path} is a safetensors file but not an sktransfer export "
+                         "(no valid 'sktransfer' metadata)") from None
+    if config.get("format") != FORMAT or config.get("estimator") not in _ESTIMATORS:
+        raise ValueError(f"{path}: unknown format {config.get('format')!r} / estimator "
+                         f"{config.get('estimator')!r}")
+    if int(config.get("version", 0)) > VERSION:
+        raise ValueError(f"{path} was written by a newer sktransfer (format version "
+                         f"{config['version']}); this one reads up to {VERSION}")
+    return config
+
+
+def import_model(path: str | os.PathLike, model: nn.Module | None = None,
+                 device: str | None = None) -> FineTuneClassifier | PretrainedFeatureExtractor:
+    """Load an estimator written by :func:`export_model`, without unpickling anything.
+
+    Parameters
+    ----------
+    path : path
+        The exported ``.safetensors`` file.
+    model : torch.nn.Module, default=None
+        The architecture, required when the estimator was built from your own module
+        (the file names its class but never imports it); its weights are replaced.
+    device : str, default=None
+        Overrides the exported ``device`` parameter.
+
+    Returns
+    -------
+    FineTuneClassifier or PretrainedFeatureExtractor
+        Fitted, predicting exactly as the exported estimator.
+    """
+    from safetensors.torch import load_file
+
+    config = read_config(path)
+    cls = _ESTIMATORS[config["estimator"]]
+    params = dict(config["params"])
+    unknown = set(params) - set(cls().get_params())
+    if unknown:
+        raise ValueError(f"{path}: unknown parameters {sorted(unknown)} for {cls.__name__}")
+    custom = isinstance(params.get("model"), dict)
+    if custom and model is None:
+        raise ValueError(
+            f"{path} holds a model built from a custom module "
+            f"({params['model'].get('custom')}); pass model=<a module of that architecture> "
+            "(command line: sktransfer predict --model MODULE:FACTORY)"
+        )
+    if model is not None:
+        params["model"] = model
+    elif not isinstance(params.get("model"), str):
+        raise ValueError(f"{path}: invalid model entry {params.get('model')!r}")
+    for key in ("mean", "std"):
+        if params.get(key) is not None:
+            params[key] = tuple(params[key])
+    if device is not None:
+        params["device"] = device
+    estimator = cls(**params)
+    fitted = config["fitted"]
+    prep = _preprocessing(fitted["preprocessing"])
+    groups = [(str(g), [str(m) for m in members]) for g, members in fitted["groups"]]
+    backbone = load_backbone(params["model"], None, image_size=prep.crop_size,
+                             resize_size=prep.resize_size, mean=prep.mean, std=prep.std,
+                             groups=dict(groups))
+    backbone.preprocessing = prep
+    tensors = load_file(path)
+    if isinstance(estimator, FineTuneClassifier):
+        return _import_classifier(estimator, backbone, fitted, tensors, path)
+    backbone.weights_id = fitted.get("weights_id")
+    _load_state(backbone.body, tensors, path)
+    return estimator._setup(backbone)
+
+
+def _load_state(module: nn.Module, tensors: dict, path) -> None:
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the weights do not fit the architecture: {exc}") from None
+
+
+def _import_classifier(estimator: FineTuneClassifier, backbone, fitted: dict, tensors: dict,
+                       path) -> FineTuneClassifier:
+    from ._training import TransferNet
+
+    estimator._check_params()
+    classes = np.array(fitted["classes"], dtype=np.dtype(fitted["classes_dtype"]))
+    device = _runtime.resolve_device(estimator.device)
+    module = TransferNet(backbone.body, backbone.num_features, len(classes),
+                         backbone.preprocessing,
+                         channels_last=_runtime.use_channels_last(device))
+    _load_state(module, tensors, path)
+    module.eval()
+    net = estimator._make_net(module, backbone, len(classes), device, []).initialize()
+    net.release()
+    estimator._set_fitted(net, classes, backbone, int(fitted["n_epochs"]),
+                          int(fitted["best_epoch"]))
+    return estimator
