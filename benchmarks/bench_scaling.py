@@ -1,11 +1,12 @@
 """Scaling with N: transform time grows linearly, peak memory stays flat.
 
-Each N runs in a fresh process that embeds N JPEG files (so the input takes no memory)
-and reports its wall time and its peak resident memory during the transform (sampled
-every 5 ms from /proc/self/statm) beyond what it held before; the output array
-(N x features float32) is the only part that may grow with N.
+Each N runs in a fresh process that embeds N distinct small JPEG files (so the input
+takes no memory) and reports its wall time and its peak resident memory during the
+transform (sampled every 5 ms from /proc/self/statm) beyond what it held before; the
+output array (N x features float32) is the only part that may grow with N. On a CUDA
+machine it also reports the GPU memory still allocated and reserved after the transform.
 
-Run: .venv/bin/python benchmarks/bench_scaling.py [--sizes 500 1000 2000 4000]
+Run: .venv/bin/python benchmarks/bench_scaling.py [--sizes 500 2000 5000 20000]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PIL import Image
 CHILD = """
 import json, os, sys, threading, time
 import numpy as np
+import torch
 from sktransfer import PretrainedFeatureExtractor
 PAGE = os.sysconf("SC_PAGE_SIZE")
 def rss():
@@ -32,6 +34,8 @@ paths = [l for l in open(sys.argv[1]).read().split("\\n") if l]
 ext = PretrainedFeatureExtractor("mobilenet_v3_small", weights=None, image_size=64,
                                  batch_size=64).fit()
 ext.transform(paths[:256])  # warm-up: allocator, threads, decoder
+cuda = torch.cuda.is_available()
+gpu_before = torch.cuda.memory_allocated() if cuda else 0
 before = rss()
 peak = [before]
 done = threading.Event()
@@ -46,28 +50,36 @@ out = ext.transform(paths)
 seconds = time.perf_counter() - start
 done.set()
 sampler.join()
+gpu = {}
+if cuda:
+    gpu = {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+           "gpu_allocated_after_mb": (torch.cuda.memory_allocated() - gpu_before) / 2**20,
+           "gpu_reserved_after_mb": torch.cuda.memory_reserved() / 2**20}
 print(json.dumps({"n": len(paths), "seconds": seconds,
                   "peak_growth_mb": (peak[0] - before) / 2**20,
-                  "output_mb": out.nbytes / 2**20}))
+                  "output_mb": out.nbytes / 2**20, **gpu}))
 """
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 5000, 20000])
     parser.add_argument("--out", default="benchmarks/results/scaling.json")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         distinct = []
-        for i in range(200):  # 200 distinct 96x96 JPEGs, repeated to reach N
+        base_image = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        for i in range(max(args.sizes)):  # distinct 96x96 JPEGs, one per image
             path = Path(tmp) / f"{i}.jpg"
-            Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(path)
+            arr = base_image.copy()
+            arr[:4, :4] = ((i >> 16) & 255, (i >> 8) & 255, i & 255)  # makes each unique
+            Image.fromarray(arr).save(path)
             distinct.append(str(path))
         for n in args.sizes:
             listing = Path(tmp) / f"list{n}.txt"
-            listing.write_text("\n".join(distinct[i % 200] for i in range(n)))
+            listing.write_text("\n".join(distinct[:n]))
             result = subprocess.run([sys.executable, "-c", CHILD, str(listing)],
                                     capture_output=True, text=True, check=True)
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))

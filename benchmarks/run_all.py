@@ -3,7 +3,9 @@
 (a) extraction throughput vs a hand-written torch loop (arrays and JPEG paths), target >= 0.95;
 (b) fine-tune time per epoch vs a hand-written loop, target <= 1.10;
 (c) GridSearchCV wall time with and without the embedding cache, target >= N*K/2;
-(d) scaling with N: time linear, peak memory flat.
+(d) scaling with N up to 20,000 images: time linear, peak memory flat (GPU memory released
+    after the transform, where there is a GPU);
+(e) hostile and damaged files: read or clear error, 0 crashes.
 Results go to benchmarks/results/ (summary.md, summary.json and one JSON per benchmark).
 """
 
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_cache
 import bench_extraction
 import bench_finetune
+import bench_hostile
 import bench_scaling
 
 RESULTS = Path("benchmarks/results")
@@ -32,6 +35,7 @@ def main() -> None:
     bench_finetune.main([])
     cache = bench_cache.main([])
     scaling = bench_scaling.main([])
+    hostile = bench_hostile.main([])
     extraction = json.loads((RESULTS / "extraction.json").read_text())
     finetune = json.loads((RESULTS / "finetune.json").read_text())
     machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, "
@@ -61,6 +65,16 @@ def main() -> None:
                  f"{first['peak_growth_mb']:.0f} MB -> {last['peak_growth_mb']:.0f} MB",
                  f"+{growth:.0f} MB", f"<= output +{output:.0f} MB + 50 MB",
                  growth <= output + 50))
+    if "gpu_allocated_after_mb" in last:
+        rows.append((f"(d) GPU memory after transform of {last['n']}",
+                     f"{last['gpu_allocated_after_mb']:.1f} MB allocated, "
+                     f"{last['gpu_reserved_after_mb']:.1f} MB reserved "
+                     f"(peak {last['gpu_peak_mb']:.0f} MB)", "", "0 MB allocated",
+                     last["gpu_allocated_after_mb"] == 0))
+    rows.append((f"(e) hostile + damaged files ({hostile['files']})",
+                 f"{hostile['read']} read, {hostile['error']} named errors",
+                 f"{hostile['crash']} crashes", "0 crashes",
+                 hostile["crash"] == 0 and hostile["hostile_as_expected"]))
     lines = [f"Machine: {machine}", "",
              "| benchmark | measured | ratio | target | met |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {'yes' if ok else 'NO'} |" for a, b, c, d, ok in rows]
