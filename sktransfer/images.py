@@ -64,6 +64,10 @@ class Preprocessing:
         if isinstance(img, torch.Tensor) and img.shape[-2:] == (self.crop_size,) * 2 and (
                 self.resize_size == self.crop_size):
             return img  # already at size: nothing to resample
+        if isinstance(img, torch.Tensor) and img.dtype == torch.uint8 and 1 in img.shape[-2:]:
+            # torch's uint8 antialiased resize misreads the strides of size-1 dimensions
+            # (wrong pixels, no error; found by the property tests): give it fresh ones
+            img = img.clone(memory_format=torch.contiguous_format)
         img = TF.resize(img, [self.resize_size], interpolation=self.interpolation, antialias=True)
         return TF.center_crop(img, [self.crop_size, self.crop_size])
 
@@ -229,16 +233,37 @@ def _read_item(item: object, index: int) -> Image.Image | torch.Tensor:
     )
 
 
+# Float images are read as [0, 1]. Interpolation can overshoot a little; values beyond
+# these bounds mean 0-255 data or data already normalised with a mean and std, which
+# would give wrong embeddings without any error.
+FLOAT_RANGE = (-0.25, 1.25)
+
+
 def _check_finite(batch: torch.Tensor, offset: int = 0) -> None:
-    """Reject NaN/inf in a float ``(N, ...)`` tensor, naming the first bad image."""
+    """Reject NaN/inf and values far outside [0, 1] in a float ``(N, ...)`` tensor.
+
+    Names the first bad image.
+    """
     if not batch.is_floating_point():
         return
+    lo, hi = FLOAT_RANGE
     for start in range(0, len(batch), 256):  # chunked: bounded temporary memory
         chunk = batch[start : start + 256].reshape(min(256, len(batch) - start), -1)
         bad = ~torch.isfinite(chunk).all(dim=1)
         if bad.any():
             first = int(bad.nonzero()[0]) + start + offset
             raise ImageInputError(f"X[{first}] contains NaN or infinite values")
+        if not chunk.numel():
+            continue
+        low, high = chunk.amin(dim=1), chunk.amax(dim=1)
+        out = (low < lo) | (high > hi)
+        if out.any():
+            i = int(out.nonzero()[0])
+            raise ImageInputError(
+                f"X[{i + start + offset}] has float values in [{float(low[i]):.3g}, "
+                f"{float(high[i]):.3g}]; float images must be in [0, 1]. Divide 0-255 data "
+                "by 255; pass images before normalisation (sktransfer normalises them)"
+            )
 
 
 def _single_array(item: np.ndarray | torch.Tensor, index: int) -> torch.Tensor:
@@ -263,6 +288,9 @@ def _single_array(item: np.ndarray | torch.Tensor, index: int) -> torch.Tensor:
             raise ImageInputError(
                 f"X[{index}] has shape {tuple(tensor.shape)}; an image tensor must be CHW"
             )
+    if 0 in tensor.shape:
+        raise ImageInputError(f"X[{index}] has shape {tuple(item.shape)}: the image has no "
+                              "pixels")
     _check_finite(tensor[None], offset=index)
     return _to_rgb_channels(tensor[None], f"X[{index}]")[0]
 
@@ -382,8 +410,11 @@ def as_image_source(X: object) -> ImageSource:
             raise ImageInputError(f"X[{i}] is missing (None/NaN)")
         elif isinstance(item, np.ndarray) and item.dtype != object:
             _check_dtype(item.dtype, f"X[{i}]")
-            if item.dtype.kind == "f" and not np.isfinite(item).all():
-                raise ImageInputError(f"X[{i}] contains NaN or infinite values")
+            if item.size == 0:
+                raise ImageInputError(f"X[{i}] has shape {item.shape}: the image has no "
+                                      "pixels")
+            if item.dtype.kind == "f":
+                _check_finite(torch.from_numpy(np.ascontiguousarray(item))[None], offset=i)
         elif not isinstance(item, (Image.Image, torch.Tensor)):
             raise ImageInputError(
                 f"X[{i}] has unsupported type {type(item).__name__}; expected a file path, a "

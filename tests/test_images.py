@@ -251,3 +251,12 @@ def test_other_formats_behind_a_jpg_name_are_read_by_pil(tmp_path):
     Image.fromarray(np.full((5, 6, 3), 200, np.uint8)).save(path, format="PNG")
     img = decode_file(path)
     assert isinstance(img, Image.Image) and np.asarray(img).mean() == 200
+
+
+def test_one_pixel_wide_uint8_images_resize_like_floats():
+    """torch's uint8 resize misreads size-1 dimensions' strides; sktransfer works around it."""
+    rgb = np.array([[[162, 10, 207]], [[69, 4, 233]]], dtype=np.uint8)  # 2 x 1 pixels
+    prep = Preprocessing(16, 16)
+    as_uint8 = prep.resize_crop(as_image_source(rgb[None]).read_batch(0, 1)).float()
+    as_float = prep.resize_crop(torch.from_numpy(rgb / 255).permute(2, 0, 1)[None].float())
+    assert (as_uint8 - 255 * as_float).abs().max() < 1
