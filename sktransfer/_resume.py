@@ -99,11 +99,10 @@ class TrainingState(Callback):
             self.best_state_ = _cpu_copy(net.module_.state_dict())
         else:
             self.misses_ += 1
-        stop = self.patience is not None and self.misses_ >= self.patience
-        self.stopped_ = stop
+        self.stopped_ = self.patience is not None and self.misses_ >= self.patience
         if self.path is not None:
             self.save(net)
-        if stop:
+        if self.stopped_:
             raise EarlyStop
 
     # ------------------------------------------------------------------ best weights
@@ -117,12 +116,13 @@ class TrainingState(Callback):
     # ------------------------------------------------------------------ checkpoints
     def save(self, net) -> None:
         """Write everything needed to resume after the current epoch, atomically."""
-        module_state = _cpu_copy(net.module_.state_dict())
         best_is_current = self.best_epoch_ == len(net.history)
         checkpoint = {
             "format": _FORMAT,
             "meta": self.meta,
-            "module": module_state,
+            # the best weights were just copied when this epoch is the best
+            "module": self.best_state_ if best_is_current else _cpu_copy(
+                net.module_.state_dict()),
             "optimizer": net.optimizer_.state_dict(),
             "history": _plain(net.history.to_list()),
             "rng": torch.get_rng_state(),
@@ -135,11 +135,11 @@ class TrainingState(Callback):
         }
         atomic_dump(checkpoint, self.path, dump=torch.save)
 
-    def resume(self, net, checkpoint: dict) -> int:
+    def resume(self, net, checkpoint: dict) -> None:
         """Load ``checkpoint`` (see :func:`read_checkpoint`) into the initialised ``net``.
 
         The optimizer state is loaded at ``on_train_begin``, once the optimizer of the
-        current phase has been built. Returns the number of epochs already done.
+        current phase has been built.
         """
         net.module_.load_state_dict(checkpoint["module"])
         net.history = History(checkpoint["history"])
@@ -150,10 +150,9 @@ class TrainingState(Callback):
         self.best_epoch_ = checkpoint["best_epoch"]
         self.misses_ = checkpoint["misses"]
         self.stopped_ = checkpoint["stopped"]
-        best = checkpoint["best"]
-        self.best_state_ = best if best is not None else _cpu_copy(checkpoint["module"])
+        best = checkpoint["best"]  # None: the last epoch was the best
+        self.best_state_ = best if best is not None else checkpoint["module"]
         self._optimizer_state = checkpoint["optimizer"]
-        return len(net.history)
 
 
 def read_checkpoint(path: str | os.PathLike, meta: dict) -> dict | None:

@@ -73,11 +73,15 @@ def use_channels_last(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
-def release_device_memory(device: torch.device) -> None:
-    """Hand the cached blocks of a GPU back to the driver (other processes can use them).
+def park_on_cpu(module: torch.nn.Module, device: torch.device) -> None:
+    """Move ``module`` off ``device`` to the CPU and hand the GPU's cached blocks back.
 
-    Call once tensors on ``device`` are no longer referenced; a no-op on the CPU.
+    Models wait on the CPU between calls, so a fitted estimator holds no GPU memory;
+    a no-op when ``device`` is the CPU.
     """
+    if device.type == "cpu":
+        return
+    module.to("cpu")
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elif device.type == "mps":

@@ -166,8 +166,7 @@ class AmpNet(NeuralNetClassifier):
         for p in self.module_.parameters():
             p.grad = None
         self.optimizer_.state.clear()
-        self.module_.to("cpu")
-        _runtime.release_device_memory(torch.device(self.device))
+        _runtime.park_on_cpu(self.module_, torch.device(self.device))
 
     @contextlib.contextmanager
     def on_device(self):
@@ -180,8 +179,7 @@ class AmpNet(NeuralNetClassifier):
         try:
             yield
         finally:
-            self.module_.to("cpu")
-            _runtime.release_device_memory(device)
+            _runtime.park_on_cpu(self.module_, device)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         """Train up to ``max_epochs`` in all (a resumed history counts); flag a Ctrl-C.

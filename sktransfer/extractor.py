@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -224,13 +222,9 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
-        """Pickle with the network's weights on the CPU, so a GPU fit loads anywhere."""
+        """Pickle without compiled graphs; the network is on the CPU between calls."""
         state = super().__getstate__()
         state.pop("_compiled", None)  # compiled graphs do not pickle; rebuilt on demand
-        backbone = state.get("backbone_")
-        if backbone is not None and any(p.device.type != "cpu" for p in backbone.body.parameters()):
-            body = copy.deepcopy(backbone.body).to("cpu", memory_format=torch.contiguous_format)
-            state["backbone_"] = dataclasses.replace(backbone, body=body)
         return state
 
     # ------------------------------------------------------------------ internals
@@ -284,9 +278,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         try:
             return self._run(source, body, device, amp_dtype, channels_last)
         finally:
-            if device.type != "cpu":  # give the GPU back between calls
-                self.backbone_.body.to("cpu")
-                _runtime.release_device_memory(device)
+            _runtime.park_on_cpu(self.backbone_.body, device)  # give the GPU back
 
     def _run(self, source: ImageSource, body: nn.Module, device: torch.device,
              amp_dtype: torch.dtype | None, channels_last: bool) -> np.ndarray:

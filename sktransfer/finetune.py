@@ -305,10 +305,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         for pattern, options in self._param_groups(self._group_members):
             lrs[pattern] = options["lr"]
         rows = []
-        trained = {id(members) for members, _ in self._depths(self._group_members)}
+        trained = [members for members, _ in self._depths(self._group_members)]
         for name, members in self._group_members:
             params = [p for m in members for p in module.body.net.get_submodule(m).parameters()]
-            trainable = id(members) in trained
+            trainable = members in trained
             lr = next((lrs[f"body.net.{m}.*"] for m in members if f"body.net.{m}.*" in lrs),
                       None)
             rows.append({"group": name, "params": sum(p.numel() for p in params),

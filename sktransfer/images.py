@@ -239,7 +239,7 @@ def _read_item(item: object, index: int) -> Image.Image | torch.Tensor:
 FLOAT_RANGE = (-0.25, 1.25)
 
 
-def _check_finite(batch: torch.Tensor, offset: int = 0) -> None:
+def _check_values(batch: torch.Tensor, offset: int = 0) -> None:
     """Reject NaN/inf and values far outside [0, 1] in a float ``(N, ...)`` tensor.
 
     Names the first bad image.
@@ -291,7 +291,7 @@ def _single_array(item: np.ndarray | torch.Tensor, index: int) -> torch.Tensor:
     if 0 in tensor.shape:
         raise ImageInputError(f"X[{index}] has shape {tuple(item.shape)}: the image has no "
                               "pixels")
-    _check_finite(tensor[None], offset=index)
+    _check_values(tensor[None], offset=index)
     return _to_rgb_channels(tensor[None], f"X[{index}]")[0]
 
 
@@ -359,7 +359,7 @@ def _batched_array(arr: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise ImageInputError("X is empty: it contains no images")
     if 0 in tensor.shape[2:]:
         raise ImageInputError(f"X has shape {tuple(arr.shape)}: images have no pixels")
-    _check_finite(tensor)
+    _check_values(tensor)
     return _to_rgb_channels(tensor, "X")
 
 
@@ -414,7 +414,7 @@ def as_image_source(X: object) -> ImageSource:
                 raise ImageInputError(f"X[{i}] has shape {item.shape}: the image has no "
                                       "pixels")
             if item.dtype.kind == "f":
-                _check_finite(torch.from_numpy(np.ascontiguousarray(item))[None], offset=i)
+                _check_values(torch.from_numpy(np.ascontiguousarray(item))[None], offset=i)
         elif not isinstance(item, (Image.Image, torch.Tensor)):
             raise ImageInputError(
                 f"X[{i}] has unsupported type {type(item).__name__}; expected a file path, a "

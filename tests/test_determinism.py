@@ -49,11 +49,25 @@ def test_grid_search_is_identical_across_n_jobs(n_jobs):
     np.testing.assert_array_equal(parallel.predict_proba(X), serial.predict_proba(X))
 
 
-def test_thread_count_is_restored_and_checked():
+def test_fit_and_predict_run_with_n_threads_then_restore():
     import torch
+    from skorch.callbacks import Callback
+
+    seen = []
+
+    class Threads(Callback):
+        def on_batch_begin(self, net, **kwargs):
+            seen.append(torch.get_num_threads())
 
     before = torch.get_num_threads()
-    resnet(n_threads=1, max_epochs=1).fit(X, Y)
+    wanted = before + 1  # differs from the caller's setting whatever the machine
+    clf = resnet(n_threads=wanted, max_epochs=1, callbacks=[Threads()]).fit(X, Y)
+    assert seen and set(seen) == {wanted}
     assert torch.get_num_threads() == before
+    seen.clear()
+    clf.net_.module_.register_forward_pre_hook(
+        lambda *_: seen.append(torch.get_num_threads()))
+    clf.predict_proba(X[:2])
+    assert seen and set(seen) == {wanted} and torch.get_num_threads() == before
     with pytest.raises(ValueError, match="n_threads must be None or a positive integer"):
         resnet(n_threads=0).fit(X, Y)

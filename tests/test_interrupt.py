@@ -60,12 +60,14 @@ def test_ctrl_c_mid_epoch_keeps_the_last_completed_epoch():
 
 
 def test_ctrl_c_with_validation_keeps_the_best_epoch():
-    params = dict(max_epochs=8, batch_size=6, validation_fraction=0.25, patience=8, lr=0.05)
-    clf = toy(**params, callbacks=[CtrlC(epoch=6, batch=1)])
+    # lr=1: a validation loss that goes up and down, so the best epoch is not the last
+    params = dict(max_epochs=12, batch_size=6, validation_fraction=0.25, patience=12, lr=1.0)
+    clf = toy(**params, callbacks=[CtrlC(epoch=10, batch=1)])
     with pytest.raises(KeyboardInterrupt):
         clf.fit(X_TOY, Y_TOY)
-    losses = clf.net_.history[:-1, "valid_loss"]  # epochs 1..5 completed
-    assert clf.best_epoch_ == int(np.argmin(losses)) + 1
+    losses = clf.net_.history[:-1, "valid_loss"]  # epochs 1..9 completed
+    assert len(losses) == 9
+    assert clf.best_epoch_ == int(np.argmin(losses)) + 1 < 9
     reference = toy(**{**params, "max_epochs": clf.best_epoch_}).fit(X_TOY, Y_TOY)
     assert np.array_equal(proba(clf), proba(reference))
 
