@@ -17,6 +17,8 @@ _EXPORTS = {
     "load_backbone": "backbones",
     "PretrainedFeatureExtractor": "extractor",
     "FineTuneClassifier": "finetune",
+    "FineTuneRegressor": "regressor",
+    "LRFindResult": "_lr_finder",
     "ImageInputError": "errors",
     "export_model": "exchange",
     "import_model": "exchange",
@@ -24,7 +26,9 @@ _EXPORTS = {
 __all__ = [
     "Backbone",
     "FineTuneClassifier",
+    "FineTuneRegressor",
     "ImageInputError",
+    "LRFindResult",
     "PretrainedFeatureExtractor",
     "WeightsUnavailableError",
     "export_model",
@@ -33,11 +37,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ._lr_finder import LRFindResult
     from .backbones import Backbone, load_backbone
     from .errors import ImageInputError, WeightsUnavailableError
     from .exchange import export_model, import_model
     from .extractor import PretrainedFeatureExtractor
     from .finetune import FineTuneClassifier
+    from .regressor import FineTuneRegressor
 
 
 def __getattr__(name: str):

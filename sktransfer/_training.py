@@ -1,13 +1,15 @@
-"""Training pieces behind FineTuneClassifier: the network, its data, its skorch callbacks."""
+"""Training pieces behind the fine-tuning estimators: the network, its data, its loss,
+and the skorch net and callbacks that drive them."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from skorch import NeuralNetClassifier
+from skorch import NeuralNet
 from skorch.callbacks import Callback
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
@@ -16,44 +18,57 @@ from . import _runtime
 from ._resume import EarlyStop
 from .images import ImageSource, Preprocessing
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+BATCHNORM_MODES = ("recalibrate", "frozen", "train")
 
 
 class TransferNet(nn.Module):
     """A pretrained body with a new linear head.
 
-    BatchNorm layers whose parameters are frozen stay in eval mode whenever the network is
-    put in training mode, so their running statistics never drift (skorch calls
-    ``train()`` at every training step; this is where that is undone).
+    ``batchnorm`` says what BatchNorm layers do when the network trains: ``"frozen"``
+    keeps every one in eval mode (their affine parameters may still train: the Keras
+    rule); otherwise those of trained groups use batch statistics (``"train"``, and
+    ``"recalibrate"``, whose running statistics are recomputed after training). BatchNorm
+    layers whose parameters are frozen always stay in eval mode, so their running
+    statistics never drift (skorch calls ``train()`` at every training step; this is where
+    that is undone).
+
+    A batch of shape ``(N, V, 3, H, W)`` holds ``V`` views of each image (test-time
+    augmentation); the output is then ``(N, V, n_outputs)``.
     """
 
-    def __init__(self, body: nn.Module, num_features: int, n_classes: int, prep: Preprocessing,
-                 channels_last: bool = False):
+    def __init__(self, body: nn.Module, num_features: int, n_outputs: int, prep: Preprocessing,
+                 channels_last: bool = False, batchnorm: str = "train"):
         super().__init__()
         self.body = body
-        self.head = nn.Linear(num_features, n_classes)
+        self.head = nn.Linear(num_features, n_outputs)
         self.prep = prep
         self.channels_last = channels_last
+        self.batchnorm = batchnorm
         if channels_last:
             self.body.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = x.shape[1] if x.ndim == 5 else None
+        if views is not None:
+            x = x.flatten(0, 1)
         # Batches arrive resized but not normalised (uint8 where possible: 4x less to copy
         # to the device); normalisation runs on the device, batch by batch.
         x = self.prep.normalize(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.body(x))
+        out = self.head(self.body(x))
+        return out if views is None else out.unflatten(0, (-1, views))
 
     def train(self, mode: bool = True) -> TransferNet:
         super().train(mode)
         if mode:
             body_frozen = not any(p.requires_grad for p in self.body.parameters())
             for module in self.body.modules():
-                if isinstance(module, _BN):
+                if isinstance(module, BN_TYPES):
                     params = list(module.parameters())
                     frozen = (not any(p.requires_grad for p in params)) if params else body_frozen
-                    if frozen:
+                    if frozen or self.batchnorm == "frozen":
                         module.eval()
         return self
 
@@ -67,24 +82,51 @@ def default_augmentation(crop_size: int) -> T.Compose:
     ])
 
 
+# Where the crops of test-time augmentation sit, as (row, column) fractions of the free
+# space: centre, the four corners, then the four edge midpoints.
+CROP_POSITIONS = ((0.5, 0.5), (0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0),
+                  (0.0, 0.5), (1.0, 0.5), (0.5, 0.0), (0.5, 1.0))
+
+
+def tta_views(tta: bool | int) -> list[tuple[int, bool]] | None:
+    """The views ``(crop position, mirrored)`` that test-time augmentation averages.
+
+    ``False``: none (the plain centre crop); ``True`` or ``1``: the centre crop and its
+    mirror image; ``n``: ``n`` crops (centre, corners, edge midpoints) and their mirrors.
+    """
+    if tta is False or tta is None:
+        return None
+    n = 1 if tta is True else int(tta)
+    return [(k, flip) for k in range(n) for flip in (False, True)]
+
+
 class ImageDataset(Dataset):
     """Items of an :class:`ImageSource`, resized and cropped (and augmented when training).
 
-    Items are ``(3, S, S)`` uint8 tensors (float in ``[0, 1]`` for float inputs);
-    :class:`TransferNet` normalises whole batches on the device.
+    Items are ``(image, target)``: images are ``(3, S, S)`` uint8 tensors (float in
+    ``[0, 1]`` for float inputs), or ``(V, 3, S, S)`` with test-time ``views``;
+    :class:`TransferNet` normalises whole batches on the device. With ``targets`` the
+    target is ``{"y": target, "w": weight}`` (weight 1 unless ``weights`` are given);
+    without, it is 0.
     """
 
-    def __init__(self, source: ImageSource, prep: Preprocessing, y=None, indices=None,
-                 augment=None):
-        self.source, self.prep, self.y, self.augment = source, prep, y, augment
+    def __init__(self, source: ImageSource, prep: Preprocessing, targets=None, indices=None,
+                 augment=None, weights=None, views: list[tuple[int, bool]] | None = None):
+        self.source, self.prep, self.targets, self.augment = source, prep, targets, augment
+        self.weights, self.views = weights, views
         self.indices = list(range(len(source))) if indices is None else list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
-        index = self.indices[i]
-        img = self.source.read(index)
+    def _as_tensor(self, img) -> torch.Tensor:
+        if not isinstance(img, torch.Tensor):
+            img = TF.pil_to_tensor(img)
+        if img.dtype != torch.uint8:
+            img = img.float()  # float images in [0, 1]; TransferNet normalises
+        return img
+
+    def _image(self, img) -> torch.Tensor:
         if self.augment is not None:
             img = self.augment(img)
             if isinstance(img, torch.Tensor) and img.shape[-1] != self.prep.crop_size:
@@ -93,12 +135,88 @@ class ImageDataset(Dataset):
                 img = self.prep.resize_crop(img)
         else:
             img = self.prep.resize_crop(img)
-        if not isinstance(img, torch.Tensor):
-            img = TF.pil_to_tensor(img)
-        if img.dtype != torch.uint8:
-            img = img.float()  # float images in [0, 1]; TransferNet normalises
-        target = -1 if self.y is None else int(self.y[index])
-        return img, target
+        return self._as_tensor(img)
+
+    def _view_stack(self, img) -> torch.Tensor:
+        crops = {}
+        for k in {k for k, _ in self.views}:
+            crop = self.prep.resize_crop(img) if k == 0 else self.prep.crop_at(
+                img, *CROP_POSITIONS[k])
+            crops[k] = self._as_tensor(crop)
+        return torch.stack([crops[k].flip(-1) if flip else crops[k] for k, flip in self.views])
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        img = self.source.read(index)
+        img = self._view_stack(img) if self.views else self._image(img)
+        if self.targets is None:
+            return img, 0
+        weight = 1.0 if self.weights is None else float(self.weights[index])
+        target = self.targets[index]
+        target = torch.as_tensor(target, dtype=torch.long if target.dtype.kind in "iu"
+                                 else torch.float32)
+        return img, {"y": target, "w": torch.tensor(weight, dtype=torch.float32)}
+
+
+class WeightedLoss(nn.Module):
+    """Per-example loss averaged with example weights: ``sum(w * loss) / sum(w)``.
+
+    The weighted mean equals the plain mean over a data set in which every example is
+    repeated in proportion to its weight (sample weights times class weights).
+
+    Parameters
+    ----------
+    kind : {"cross_entropy", "bce", "mse", "huber"}
+        Cross-entropy over classes, binary cross-entropy per label (multi-label,
+        averaged over labels), squared error or Huber loss (averaged over outputs).
+    label_smoothing : float, default=0.0
+        Label smoothing of the cross-entropy.
+    """
+
+    def __init__(self, kind: str = "cross_entropy", label_smoothing: float = 0.0):
+        super().__init__()
+        self.kind = kind
+        self.label_smoothing = label_smoothing
+
+    def per_example(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y_pred = y_pred.float()
+        if self.kind == "cross_entropy":
+            return F.cross_entropy(y_pred, y, reduction="none",
+                                   label_smoothing=self.label_smoothing)
+        if self.kind == "bce":
+            return F.binary_cross_entropy_with_logits(y_pred, y, reduction="none").mean(1)
+        if self.kind == "mse":
+            return F.mse_loss(y_pred, y, reduction="none").mean(1)
+        if self.kind == "huber":
+            return F.huber_loss(y_pred, y, reduction="none").mean(1)
+        raise ValueError(f"unknown loss {self.kind!r}")
+
+    def forward(self, y_pred: torch.Tensor, target: dict) -> torch.Tensor:
+        losses = self.per_example(y_pred, target["y"])
+        w = target["w"].to(losses.dtype)
+        total = w.sum()
+        if total <= 0:  # a batch of zero-weight examples teaches nothing
+            return (losses * w).sum()
+        return (losses * w).sum() / total
+
+
+# Output transforms of the nets (skorch's predict_nonlinearity), averaging test-time views.
+def softmax_views(out: torch.Tensor) -> torch.Tensor:
+    """Class probabilities, averaged over test-time views when there are several."""
+    proba = torch.softmax(out.float(), dim=-1)
+    return proba.mean(1) if proba.ndim == 3 else proba
+
+
+def sigmoid_views(out: torch.Tensor) -> torch.Tensor:
+    """Per-label probabilities, averaged over test-time views when there are several."""
+    proba = torch.sigmoid(out.float())
+    return proba.mean(1) if proba.ndim == 3 else proba
+
+
+def mean_views(out: torch.Tensor) -> torch.Tensor:
+    """Outputs as they are, averaged over test-time views when there are several."""
+    out = out.float()
+    return out.mean(1) if out.ndim == 3 else out
 
 
 class GroupUnfreezer(Callback):
@@ -111,7 +229,7 @@ class GroupUnfreezer(Callback):
         self.trainable = trainable
         self.freeze_epochs = freeze_epochs
 
-    def _set(self, net, unfrozen: bool) -> None:
+    def set_trainable(self, net, unfrozen: bool) -> None:
         module = net.module_
         for p in module.body.parameters():
             p.requires_grad_(False)
@@ -124,21 +242,25 @@ class GroupUnfreezer(Callback):
 
     def on_train_begin(self, net, **kwargs) -> None:
         # a resumed fit may already be past the switch
-        self._set(net, unfrozen=len(net.history) >= self.freeze_epochs)
+        self.set_trainable(net, unfrozen=len(net.history) >= self.freeze_epochs)
         net.initialize_optimizer()
 
     def on_epoch_begin(self, net, **kwargs) -> None:
         epoch = len(net.history)  # 1-based, the current epoch has been appended
         if self.freeze_epochs and epoch == self.freeze_epochs + 1:
-            self._set(net, unfrozen=True)
+            self.set_trainable(net, unfrozen=True)
             net.initialize_optimizer()
 
 
 _SAME_AS_FITTED = "<module_>"  # placeholder for the init module when it is the fitted one
 
 
-class AmpNet(NeuralNetClassifier):
-    """skorch classifier running forward passes under autocast (bf16 on GPU)."""
+class AmpNet(NeuralNet):
+    """skorch net running forward passes under autocast, with one extra callback event.
+
+    Callbacks that define ``on_train_pass_end(net)`` are called after each epoch's
+    training pass, before its validation pass (BatchNorm recalibration needs that slot).
+    """
 
     def __init__(self, *args, amp_dtype: torch.dtype | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -199,6 +321,14 @@ class AmpNet(NeuralNetClassifier):
         except KeyboardInterrupt:
             self.interrupted_ = True
             raise
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        if training:
+            for _, callback in self.callbacks_:
+                hook = getattr(callback, "on_train_pass_end", None)
+                if hook is not None:
+                    hook(self)
 
     def infer(self, x, **fit_params):
         with _runtime.autocast(torch.device(self.device), self.amp_dtype):

@@ -14,29 +14,33 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from . import __version__, _runtime
+from ._finetune_base import BaseFineTuner
 from .backbones import load_backbone
 from .extractor import PretrainedFeatureExtractor
 from .finetune import FineTuneClassifier
 from .images import Preprocessing
 from .io import atomic_dump
+from .regressor import FineTuneRegressor
 
 FORMAT = "sktransfer.safe"
 VERSION = 1
 _META_KEY = "sktransfer"
 # Training-only parameters holding code: not exported, defaults on import.
 _CODE_PARAMS = {"augment": False, "callbacks": None}
-_ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, PretrainedFeatureExtractor)}
+_ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegressor,
+                                              PretrainedFeatureExtractor)}
 
 
 def _json_param(name: str, value: object) -> object:
     if name in _CODE_PARAMS:
         return _CODE_PARAMS[name] if not isinstance(value, bool) else value
+    if name == "class_weight" and isinstance(value, dict):  # JSON keys would become str
+        return {"pairs": [[_json_param("class_weight key", k), v] for k, v in value.items()]}
     if name == "model" and isinstance(value, nn.Module):
         return {"custom": f"{type(value).__module__}.{type(value).__qualname__}"}
     if isinstance(value, os.PathLike):
@@ -66,13 +70,13 @@ def _preprocessing(config: dict) -> Preprocessing:
                          InterpolationMode(config["interpolation"]))
 
 
-def export_model(estimator: FineTuneClassifier | PretrainedFeatureExtractor,
+def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
                  path: str | os.PathLike) -> Path:
     """Write a fitted estimator to a pickle-free ``.safetensors`` file (atomically).
 
     Parameters
     ----------
-    estimator : FineTuneClassifier or PretrainedFeatureExtractor
+    estimator : FineTuneClassifier, FineTuneRegressor or PretrainedFeatureExtractor
         Fitted. Training-only callables (``augment``, ``callbacks``) are not exported.
     path : path
         Destination file, conventionally ending in ``.safetensors``.
@@ -93,17 +97,17 @@ def export_model(estimator: FineTuneClassifier | PretrainedFeatureExtractor,
 
     name = type(estimator).__name__
     if name not in _ESTIMATORS:
-        raise TypeError(f"export_model takes a FineTuneClassifier or a "
-                        f"PretrainedFeatureExtractor, got {name}")
+        raise TypeError(f"export_model takes a FineTuneClassifier, a FineTuneRegressor or "
+                        f"a PretrainedFeatureExtractor, got {name}")
     params = {k: _json_param(k, v) for k, v in estimator.get_params(deep=False).items()}
-    if isinstance(estimator, FineTuneClassifier):
+    if isinstance(estimator, BaseFineTuner):
         check_is_fitted(estimator, "net_")
         module = estimator.net_.module_
-        classes = estimator.classes_
-        fitted = {"classes": classes.tolist(), "classes_dtype": classes.dtype.str,
+        fitted = {**estimator._fitted_targets(),
                   "preprocessing": _preprocessing_config(estimator.preprocessing_),
                   "groups": [[g, list(m)] for g, m in estimator._group_members],
-                  "n_epochs": estimator.n_epochs_, "best_epoch": estimator.best_epoch_}
+                  "n_epochs": estimator.n_epochs_, "best_epoch": estimator.best_epoch_,
+                  "lr": estimator.lr_}
     else:
         check_is_fitted(estimator, "backbone_")
         backbone = estimator.backbone_
@@ -155,7 +159,7 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def import_model(path: str | os.PathLike, model: nn.Module | None = None,
-                 device: str | None = None) -> FineTuneClassifier | PretrainedFeatureExtractor:
+                 device: str | None = None) -> BaseFineTuner | PretrainedFeatureExtractor:
     """Load an estimator written by :func:`export_model`, without unpickling anything.
 
     Parameters
@@ -170,7 +174,7 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
 
     Returns
     -------
-    FineTuneClassifier or PretrainedFeatureExtractor
+    FineTuneClassifier, FineTuneRegressor or PretrainedFeatureExtractor
         Fitted, predicting exactly as the exported estimator.
     """
     from safetensors.torch import load_file
@@ -192,6 +196,8 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
         params["model"] = model
     elif not isinstance(params.get("model"), str):
         raise ValueError(f"{path}: invalid model entry {params.get('model')!r}")
+    if isinstance(params.get("class_weight"), dict):
+        params["class_weight"] = {k: v for k, v in params["class_weight"]["pairs"]}
     for key in ("mean", "std"):
         if params.get(key) is not None:
             params[key] = tuple(params[key])
@@ -206,8 +212,8 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
                              groups=dict(groups))
     backbone.preprocessing = prep
     tensors = load_file(path)
-    if isinstance(estimator, FineTuneClassifier):
-        return _import_classifier(estimator, backbone, fitted, tensors, path)
+    if isinstance(estimator, BaseFineTuner):
+        return _import_finetuner(estimator, backbone, fitted, tensors, path)
     backbone.weights_id = fitted.get("weights_id")
     _load_state(backbone.body, tensors, path)
     return estimator._setup(backbone)
@@ -220,20 +226,17 @@ def _load_state(module: nn.Module, tensors: dict, path) -> None:
         raise ValueError(f"{path}: the weights do not fit the architecture: {exc}") from None
 
 
-def _import_classifier(estimator: FineTuneClassifier, backbone, fitted: dict, tensors: dict,
-                       path) -> FineTuneClassifier:
-    from ._training import TransferNet
-
+def _import_finetuner(estimator: BaseFineTuner, backbone, fitted: dict, tensors: dict,
+                      path) -> BaseFineTuner:
     estimator._check_params()
-    classes = np.array(fitted["classes"], dtype=np.dtype(fitted["classes_dtype"]))
+    info = estimator._target_info(fitted)
     device = _runtime.resolve_device(estimator.device)
-    module = TransferNet(backbone.body, backbone.num_features, len(classes),
-                         backbone.preprocessing,
-                         channels_last=_runtime.use_channels_last(device))
+    module = estimator._module(backbone, info, device)
     _load_state(module, tensors, path)
     module.eval()
-    net = estimator._make_net(module, backbone, len(classes), device, []).initialize()
+    lr = float(fitted.get("lr", 1e-3))
+    net = estimator._make_net(module, backbone.groups, info, device, [], lr).initialize()
     net.release()
-    estimator._set_fitted(net, classes, backbone, int(fitted["n_epochs"]),
-                          int(fitted["best_epoch"]))
+    estimator._set_fitted(net, info, backbone, int(fitted["n_epochs"]),
+                          int(fitted["best_epoch"]), lr=lr)
     return estimator

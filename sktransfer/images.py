@@ -71,6 +71,25 @@ class Preprocessing:
         img = TF.resize(img, [self.resize_size], interpolation=self.interpolation, antialias=True)
         return TF.center_crop(img, [self.crop_size, self.crop_size])
 
+    def crop_at(self, img: Image.Image | torch.Tensor, row: float,
+                col: float) -> Image.Image | torch.Tensor:
+        """Resize the shorter side, then crop at a position other than the centre.
+
+        ``row`` and ``col`` are fractions of the free space above and left of the crop:
+        ``(0, 0)`` is the top-left corner, ``(1, 1)`` the bottom-right one.
+        """
+        if isinstance(img, torch.Tensor) and img.dtype == torch.uint8 and 1 in img.shape[-2:]:
+            img = img.clone(memory_format=torch.contiguous_format)  # see resize_crop
+        img = TF.resize(img, [self.resize_size], interpolation=self.interpolation, antialias=True)
+        height, width = (img.shape[-2:] if isinstance(img, torch.Tensor)
+                         else (img.height, img.width))
+        size = self.crop_size
+        top = round(row * max(height - size, 0))
+        left = round(col * max(width - size, 0))
+        if height < size or width < size:  # smaller than the crop: pad as centre_crop does
+            return TF.center_crop(img, [size, size])
+        return TF.crop(img, top, left, size, size)
+
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """Scale a uint8 or ``[0, 1]`` float batch ``(N, 3, H, W)`` and normalise it."""
         scale = 255.0 if batch.dtype == torch.uint8 else 1.0

@@ -64,7 +64,8 @@ def test_unfreeze_depth_trains_exactly_the_top_groups(unfreeze, trained, frozen)
 
 def test_layer_wise_learning_rates_in_the_optimizer():
     groups = {"low": ["0", "1"], "mid": ["3"], "top": ["4"]}  # user-named groups
-    clf = toy(unfreeze=2, lr=0.1, lr_decay=0.5, freeze_epochs=1, groups=groups)
+    clf = toy(unfreeze=2, lr=0.1, lr_decay=0.5, freeze_epochs=1, groups=groups,
+              schedule="constant")
     clf.fit(X_TOY, Y_TOY)
     module = clf.net_.module_
     lr_of = {}
@@ -172,7 +173,7 @@ def test_early_stopping_restores_the_best_weights():
     assert len(history) < 40
     valid_ds = clf.net_.train_split.keywords["valid_ds"]
     proba = torch.from_numpy(clf.net_.predict_proba(valid_ds))
-    targets = torch.tensor([valid_ds[i][1] for i in range(len(valid_ds))])
+    targets = torch.tensor([valid_ds[i][1]["y"] for i in range(len(valid_ds))])
     loss = nn.functional.nll_loss(torch.log(proba), targets).item()
     assert loss == pytest.approx(min(history[:, "valid_loss"]), rel=1e-4)
 
@@ -182,7 +183,7 @@ def test_early_stopping_restores_the_best_weights():
     [
         ({"unfreeze": -1}, "unfreeze must be a non-negative integer or 'all'"),
         ({"unfreeze": "some"}, "unfreeze must be"),
-        ({"lr_decay": 0}, r"lr_decay must be in \(0, 1\]"),
+        ({"lr_decay": 0}, r"lr_decay must be None or in \(0, 1\]"),
         ({"lr_decay": 1.5}, "lr_decay must be"),
         ({"freeze_epochs": -1}, "freeze_epochs must be a non-negative integer"),
         ({"unfreeze": 1, "freeze_epochs": 3, "max_epochs": 3}, "leaves no epoch"),
@@ -205,7 +206,8 @@ def test_invalid_parameters_fail_at_fit(params, message):
         (np.array(["a"] * 24), "single class 'a'"),
         (np.array([None] + ["a", "b"] * 11 + ["a"], dtype=object), r"y\[0\] is missing"),
         (np.array([np.nan] + [0.0, 1.0] * 11 + [0.0]), r"y\[0\] is missing"),
-        (np.zeros((24, 2)), "y must be 1-D"),
+        (np.zeros((24, 2, 2)), "y must be 1-D labels or a 2-D label indicator"),
+        (np.full((24, 2), 2), r"binary label indicator matrix .* y\[0, 0\] is 2"),
     ],
 )
 def test_bad_labels_fail_at_fit(y, message):
@@ -256,13 +258,17 @@ def test_pretraining_on_a_source_task_helps_the_target_task():
     train = np.concatenate([rng.choice(np.flatnonzero(yt == c), 3, replace=False)
                             for c in range(5, 10)])
     test = np.setdiff1d(np.arange(len(yt)), train)
-    budget = dict(max_epochs=10, **common)
-    # Little data, similar domain: fine-tune the top block (after 5 head-only epochs).
-    fine_tuned = FineTuneClassifier(network, unfreeze=1, freeze_epochs=5, lr=1e-2,
-                                    lr_decay=0.3, **budget).fit(Xt[train], yt[train])
+    # Ten steps in all: a constant rate (a one-cycle schedule spends too many of so few
+    # steps warming up and cooling down, for both models alike).
+    budget = dict(max_epochs=10, schedule="constant", **common)
+    # Little data, similar domain: the head first, then every layer.
+    fine_tuned = FineTuneClassifier(network, unfreeze="all", freeze_epochs=3, lr=3e-2,
+                                    **budget).fit(Xt[train], yt[train])
     acc_ft = fine_tuned.score(Xt[test], yt[test])
     # From scratch: same architecture and budget, every layer trained at one learning rate
-    # (the best of three).
+    # (the best of three). Its BatchNorm statistics are recalibrated as well: without
+    # that, ten steps leave them at their initial values and the baseline looks far
+    # worse than it is (0.34 instead of 0.75 here).
     acc_scratch = max(
         FineTuneClassifier(digits_cnn(seed=1), unfreeze="all", freeze_epochs=0, lr=lr,
                            lr_decay=1.0, **budget)
@@ -270,7 +276,7 @@ def test_pretraining_on_a_source_task_helps_the_target_task():
         for lr in (3e-3, 1e-2, 3e-2)
     )
     print(f"target 5-9 with 3 labels/class: fine-tuned {acc_ft:.3f}, scratch {acc_scratch:.3f}")
-    assert acc_ft > acc_scratch + 0.1
+    assert acc_ft > acc_scratch + 0.05
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -49,19 +49,24 @@ def proba(clf: FineTuneClassifier) -> np.ndarray:
 
 
 def test_ctrl_c_mid_epoch_keeps_the_last_completed_epoch():
-    clf = toy(max_epochs=6, batch_size=8, callbacks=[CtrlC(epoch=3, batch=2)])
+    # a constant schedule: a fit planned for 6 epochs then stopped after 2 is then the
+    # same as one planned for 2 (other schedules plan their curve over max_epochs)
+    clf = toy(max_epochs=6, batch_size=8, schedule="constant",
+              callbacks=[CtrlC(epoch=3, batch=2)])
     with pytest.raises(KeyboardInterrupt):
         clf.fit(X_TOY, Y_TOY)
     assert clf.interrupted_ and clf.best_epoch_ == 2 and clf.n_epochs_ == 3
     # usable, and exactly the model of a fit that stopped after epoch 2 (weights of the
     # half-trained third epoch are discarded)
-    assert np.array_equal(proba(clf), proba(toy(max_epochs=2, batch_size=8).fit(X_TOY, Y_TOY)))
+    reference = toy(max_epochs=2, batch_size=8, schedule="constant").fit(X_TOY, Y_TOY)
+    assert np.array_equal(proba(clf), proba(reference))
     assert clf.predict(X_TOY).shape == (len(X_TOY),)
 
 
 def test_ctrl_c_with_validation_keeps_the_best_epoch():
     # lr=1: a validation loss that goes up and down, so the best epoch is not the last
-    params = dict(max_epochs=12, batch_size=6, validation_fraction=0.25, patience=12, lr=1.0)
+    params = dict(max_epochs=12, batch_size=6, validation_fraction=0.25, patience=12, lr=1.0,
+                  schedule="constant")
     clf = toy(**params, callbacks=[CtrlC(epoch=10, batch=1)])
     with pytest.raises(KeyboardInterrupt):
         clf.fit(X_TOY, Y_TOY)
@@ -132,9 +137,13 @@ def test_finished_checkpoint_returns_at_once_and_more_epochs_continue(tmp_path):
     assert spy.epochs_seen_ == []
     assert np.array_equal(proba(again), proba(first))
 
-    longer = toy(max_epochs=5, checkpoint=tmp_path, callbacks=[spy]).fit(X_TOY, Y_TOY)
+    # with a constant schedule, continuing is the same as having planned more epochs
+    constant = dict(schedule="constant", checkpoint=tmp_path / "constant")
+    toy(max_epochs=3, **constant).fit(X_TOY, Y_TOY)
+    longer = toy(max_epochs=5, callbacks=[spy], **constant).fit(X_TOY, Y_TOY)
     assert spy.epochs_seen_ == [4, 5]
-    assert np.array_equal(proba(longer), proba(toy(max_epochs=5).fit(X_TOY, Y_TOY)))
+    reference = toy(max_epochs=5, schedule="constant").fit(X_TOY, Y_TOY)
+    assert np.array_equal(proba(longer), proba(reference))
 
 
 def test_each_fit_has_its_own_checkpoint(tmp_path):

@@ -1,0 +1,619 @@
+"""What the fine-tuning estimators share: parameters, the training run, prediction.
+
+:class:`FineTuneClassifier` and :class:`FineTuneRegressor` differ only in how they read
+``y`` (labels, label indicators, continuous targets), their loss, the size and output
+function of their head and what ``predict`` returns; everything else (backbone and
+preprocessing, freezing by depth, layer-wise rates, schedules, BatchNorm handling, the
+learning-rate finder, early stopping, checkpoints, Ctrl-C, test-time augmentation, device
+and threads) lives here once.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import ProgressBar
+from skorch.helper import predefined_split
+
+from . import _runtime
+from ._batchnorm import BatchNormRecalibration, recalibrate
+from ._lr_finder import LRFindResult, range_test
+from ._resume import TrainingState, fit_fingerprint, read_checkpoint
+from ._schedules import SCHEDULES, LRSchedule, layer_factor
+from ._training import (
+    BATCHNORM_MODES,
+    AmpNet,
+    GroupUnfreezer,
+    ImageDataset,
+    TransferNet,
+    WeightedLoss,
+    default_augmentation,
+    tta_views,
+)
+from .backbones import load_backbone
+from .images import as_image_source
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+MAX_TTA_CROPS = 9
+
+# Shared parameter documentation, placed into each estimator's docstring.
+SHARED_PARAMETERS = """\
+model : str or torch.nn.Module, default="efficientnet_b0"
+        Backbone, as for :class:`PretrainedFeatureExtractor`.
+    weights : str, path or None, default="DEFAULT"
+        Backbone weights, as for :class:`PretrainedFeatureExtractor`.
+    unfreeze : int or "all", default=0
+        Number of top layer groups to train besides the head.
+    lr : float or "auto", default=1e-3
+        Learning rate of the head. ``"auto"`` runs :meth:`lr_find` on the training
+        data inside ``fit`` and uses its suggestion (kept in ``lr_``).
+    lr_decay : float or None, default=None
+        Factor between the learning rates of consecutive groups (0 < lr_decay <= 1): the
+        group ``d`` levels below the head trains at ``lr * lr_decay ** d``. ``None``
+        spreads the rates geometrically from ``lr`` at the head to ``lr / 100`` at the
+        stem, whatever the number of groups; :meth:`summary` shows the rates.
+    schedule : {"onecycle", "cosine", "constant"}, default="onecycle"
+        Learning-rate schedule, stepped at every batch and restarted for the unfrozen
+        phase: ``"onecycle"`` warms up from ``lr/25`` to ``lr`` over a quarter of the
+        phase, then anneals to ``lr/1e5`` (cosine both ways, as fastai's
+        ``fit_one_cycle``); ``"cosine"`` warms up linearly over a tenth, then anneals to
+        0; ``"constant"`` keeps the rates. Every group follows the same curve, so the
+        layer-wise ratios hold.
+    batchnorm : {"recalibrate", "frozen", "train"}, default="recalibrate"
+        BatchNorm layers of trained groups: ``"recalibrate"`` trains them with batch
+        statistics, then recomputes their running statistics over the training images
+        (without augmentation) after training, and after every epoch when there is a
+        validation set, so that early stopping compares epochs with statistics that
+        match their weights; ``"frozen"`` keeps every BatchNorm layer in eval mode (its
+        affine parameters still train where its group does); ``"train"`` only updates
+        running statistics with the layers' momentum, which with small momenta (0.01)
+        leaves them describing the pretraining data. BatchNorm layers of frozen groups
+        are always in eval mode.
+    freeze_epochs : int, default=1
+        Epochs that train the head alone before the ``unfreeze`` groups join with fresh
+        optimizer state (two-phase schedule). Ignored when ``unfreeze=0``.
+    max_epochs : int, default=10
+        Total epochs, both phases included.
+    batch_size : int, default=32
+        Images per step.
+    optimizer : {"adamw", "adam", "sgd"}, default="adamw"
+        Optimizer (SGD with momentum 0.9).
+    weight_decay : float, default=1e-4
+        Weight decay of the optimizer.
+    validation_fraction : float, default=0.0
+        Share of the training data held out (stratified for single-label classes) for
+        early stopping: training stops when the validation loss has not improved for
+        ``patience`` epochs and the best weights are restored. ``0`` trains for
+        ``max_epochs``.
+    patience : int, default=3
+        Epochs without improvement before early stopping.
+    augment : bool or callable, default=False
+        Training-time augmentation: ``True`` for random resized crop, flip and colour
+        jitter; or a callable taking and returning a PIL image or ``(3, H, W)`` tensor.
+        Never applied at prediction.
+    tta : bool or int, default=False
+        Test-time augmentation at prediction (never in ``fit``): ``True`` averages the
+        outputs for the image and its mirror image; an int ``n`` (1 to 9) for ``n``
+        crops and their mirror images: the centre crop, then the four corners and the
+        four edge midpoints of the image resized to ``resize_size`` (crops only differ
+        where ``resize_size`` exceeds the crop size). Costs ``2 n`` forward passes.
+    groups : list or dict, default=None
+        Layer groups (stem first), when the backbone's natural stages do not suit.
+    image_size, resize_size, mean, std : optional
+        Preprocessing overrides, as for :class:`PretrainedFeatureExtractor`.
+    device : str, default="auto"
+        ``"auto"`` picks cuda, then mps, then cpu.
+    precision : {"auto", "float32", "bfloat16"}, default="auto"
+        Autocast dtype of forward passes; ``"auto"`` is bf16 on GPUs that support it and
+        float32 elsewhere. (float16 training would need loss scaling, so it is refused.)
+    random_state : int, default=None
+        Seed for head initialisation, shuffling, the validation split and augmentation.
+        On the CPU, equal seeds and equal thread counts give identical models (see
+        ``n_threads``). The global torch RNG is left as is.
+    num_workers : int, default=0
+        DataLoader worker processes decoding and augmenting images during training and
+        prediction; 0 does it in the main process.
+    n_threads : int, default=None
+        CPU threads torch uses during ``fit`` and ``predict`` (restored afterwards);
+        ``None`` keeps torch's setting. Training results depend on the thread count
+        (gradient sums are split differently), and ``GridSearchCV(n_jobs=k)`` runs its
+        fits in workers with fewer threads than a single process, so set ``n_threads``
+        (1 suits parallel searches) for results identical across ``n_jobs`` settings.
+    checkpoint : path, default=None
+        Folder for a checkpoint written (atomically) after every epoch: weights, optimizer
+        state, history, random state. A fit with the same parameters on the same data
+        resumes from it where the previous one stopped; one that has already finished
+        returns at once; raising ``max_epochs`` continues training. Each distinct fit
+        (parameters, images, targets, weights) has its own file, so cross-validation
+        folds and grid points never collide. Delete the folder to start over.
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks, for power users.
+    verbose : bool, default=False
+        Print skorch's per-epoch table."""
+
+SHARED_ATTRIBUTES = """\
+net_ : skorch.NeuralNet
+        The fitted skorch net (its ``history``, ``module_``...).
+    layer_groups_ : list of str
+        Names of the backbone's layer groups, stem first.
+    lr_ : float
+        The head's learning rate used (``lr``, or the finder's suggestion).
+    lr_find_ : LRFindResult or None
+        The range test run by ``lr="auto"``.
+    n_epochs_ : int
+        Epochs trained (resumed ones included).
+    best_epoch_ : int
+        The epoch whose weights the model holds: the lowest validation loss, or the last
+        completed epoch without a validation set.
+    interrupted_ : bool
+        Whether ``fit`` was stopped by Ctrl-C (KeyboardInterrupt)."""
+
+SHARED_NOTES = """\
+**Interrupting.** Ctrl-C during ``fit`` stops training and leaves the estimator
+    fitted with the best weights so far (``best_epoch_``, ``interrupted_=True``); the
+    KeyboardInterrupt is then re-raised so that scripts and searches stop too. Ctrl-C
+    before the first epoch ends leaves the estimator as it was. With ``checkpoint``,
+    calling ``fit`` again resumes; on the CPU the resumed model is identical to one
+    trained without interruption."""
+
+
+def fill_docstring(cls: type) -> type:
+    """Put the shared parameter, attribute and notes sections into ``cls.__doc__``."""
+    cls.__doc__ = (cls.__doc__.replace("%(shared_parameters)s", SHARED_PARAMETERS)
+                   .replace("%(shared_attributes)s", SHARED_ATTRIBUTES)
+                   .replace("%(shared_notes)s", SHARED_NOTES))
+    return cls
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+class BaseFineTuner(BaseEstimator):
+    """Shared machinery of the fine-tuning estimators; not for direct use.
+
+    Subclasses define ``_encode_targets``, ``_fitted_targets``, ``_loss``, ``_output``
+    (the net's output function) and their ``predict``.
+    """
+
+    # Parameters that do not change what fit learns (left out of checkpoint fingerprints).
+    _VOLATILE = {"max_epochs", "patience", "verbose", "callbacks", "num_workers", "device",
+                 "checkpoint", "tta"}
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _encode_targets(self, y: object, n_samples: int) -> tuple[np.ndarray, dict]:
+        """(targets as the loss wants them, fitted target attributes)."""
+        raise NotImplementedError
+
+    def _example_weights(self, targets: np.ndarray, info: dict) -> np.ndarray | None:
+        """Per-example weights implied by the targets (class weights); None for none."""
+        return None
+
+    def _stratify(self, targets: np.ndarray) -> np.ndarray | None:
+        return None
+
+    def _loss(self, info: dict) -> WeightedLoss:
+        raise NotImplementedError
+
+    def _output(self, info: dict):
+        """skorch's ``predict_nonlinearity``: raw outputs to predictions, views averaged."""
+        raise NotImplementedError
+
+    def _n_outputs(self, info: dict) -> int:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: object, y: object, sample_weight: object = None) -> BaseFineTuner:
+        """Fine-tune on images ``X`` with targets ``y``.
+
+        Parameters
+        ----------
+        X : images
+            Any input :class:`PretrainedFeatureExtractor` accepts.
+        y : array-like
+            Targets (see the class description).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each image in the loss: a weight of 2 counts like the
+            image given twice. Combined (multiplied) with ``class_weight`` where that
+            applies.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._check_params()
+        with _runtime.torch_threads(self.n_threads):
+            return self._fit(X, y, sample_weight)
+
+    def _prepare(self, X: object, y: object, sample_weight: object):
+        """Images, encoded targets, target info and example weights (all checked)."""
+        source = as_image_source(X)
+        targets, info = self._encode_targets(y, len(source))
+        weights = _check_sample_weight(sample_weight, len(source))
+        implied = self._example_weights(targets, info)
+        if implied is not None:
+            weights = implied if weights is None else weights * implied
+        if weights is not None and not weights.sum() > 0:
+            raise ValueError("the sample weights (times class weights) sum to 0: no image "
+                             "would count in the loss")
+        return source, targets, info, weights
+
+    def _fit(self, X: object, y: object, sample_weight: object) -> BaseFineTuner:
+        source, targets, info, weights = self._prepare(X, y, sample_weight)
+        device = _runtime.resolve_device(self.device)
+        ckpt_path, meta, checkpoint = self._checkpoint(source, targets, weights)
+        if checkpoint is not None:
+            seed = checkpoint["meta"]["seed"]
+        elif self.random_state is not None:
+            seed = self.random_state
+        else:
+            seed = int(np.random.default_rng().integers(2**31))
+        meta["seed"] = seed
+        fork = [] if device.type != "cuda" else [device]
+        backbone = self._backbone(seed, fork)
+        train_idx, valid_idx = self._split(targets, seed)
+        train_ds = ImageDataset(source, backbone.preprocessing, targets, train_idx,
+                                self._augmentation(backbone.preprocessing.crop_size), weights)
+        finder = None
+        if self.lr != "auto":
+            lr = float(self.lr)
+        elif checkpoint is not None:
+            lr = float(checkpoint["meta"]["lr"])
+        else:
+            finder = self._range_test(self._backbone(seed, fork), train_ds, info, device, seed,
+                                      fork)
+            lr = finder.suggestion
+        meta["lr"] = lr
+        plain_train = ImageDataset(source, backbone.preprocessing, targets, train_idx,
+                                   weights=weights)
+        validate = valid_idx is not None
+        # Seeded, without touching the caller's global torch RNG.
+        with torch.random.fork_rng(devices=fork):
+            torch.manual_seed(seed)
+            module = self._module(backbone, info, device)
+            train_split = None
+            if validate:
+                train_split = predefined_split(ImageDataset(
+                    source, backbone.preprocessing, targets, valid_idx, weights=weights))
+            state = TrainingState(monitor="valid_loss" if validate else None,
+                                  patience=self.patience if validate else None,
+                                  path=ckpt_path, meta=meta)
+            callbacks = [
+                ("unfreeze", GroupUnfreezer(self._trainable(backbone.groups), self._phase1())),
+                ("schedule", LRSchedule(self.schedule, self._phase1(), self.max_epochs)),
+            ]
+            if validate and self.batchnorm == "recalibrate":
+                callbacks.append(("recalibrate", BatchNormRecalibration(plain_train)))
+            callbacks.append(("training_state", state))
+            if self.verbose:
+                callbacks.append(("progress_bar", ProgressBar()))
+            callbacks += list(self.callbacks or [])
+            net = self._make_net(module, backbone.groups, info, device, callbacks, lr,
+                                 train_split).initialize()
+            if checkpoint is not None:
+                state.resume(net, checkpoint)
+            if not state.stopped_:
+                net.partial_fit(train_ds, y=None)  # ends quietly on Ctrl-C; see interrupted_
+        interrupted = getattr(net, "interrupted_", False)
+        if not state.restore_best(net):
+            # Ctrl-C before the first epoch ended: nothing worth keeping, a previous fit
+            # (if any) stays as it was.
+            raise KeyboardInterrupt
+        if self.batchnorm == "recalibrate" and not validate:
+            recalibrate(net, plain_train)  # the kept epoch's statistics, for its weights
+        net.release()
+        self._set_fitted(net, info, backbone, len(net.history), state.best_epoch_,
+                         interrupted, lr, finder)
+        state.best_state_ = None  # in the module now; not worth a second copy in pickles
+        if interrupted:
+            # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
+            raise KeyboardInterrupt
+        return self
+
+    def _backbone(self, seed: int, fork: list):
+        with torch.random.fork_rng(devices=fork):
+            torch.manual_seed(seed)
+            backbone = load_backbone(
+                self.model, self.weights, image_size=self.image_size,
+                resize_size=self.resize_size, mean=self.mean, std=self.std, groups=self.groups,
+            )
+        n_groups = len(backbone.groups)
+        if self.unfreeze != "all" and self.unfreeze > n_groups:
+            raise ValueError(
+                f"unfreeze={self.unfreeze} but {backbone.name} has {n_groups} layer groups "
+                f"{[g for g, _ in backbone.groups]}; use 0..{n_groups} or 'all'"
+            )
+        return backbone
+
+    def _module(self, backbone, info: dict, device: torch.device) -> TransferNet:
+        return TransferNet(backbone.body, backbone.num_features, self._n_outputs(info),
+                           backbone.preprocessing,
+                           channels_last=_runtime.use_channels_last(device),
+                           batchnorm=self.batchnorm)
+
+    # ------------------------------------------------------------------ LR finder
+    def lr_find(self, X: object, y: object, sample_weight: object = None, *,
+                start_lr: float = 1e-7, end_lr: float = 10.0,
+                num_steps: int = 100) -> LRFindResult:
+        """Learning-rate range test: train a copy at exponentially rising rates.
+
+        A throw-away copy of the network, set up as ``fit`` would set up its unfrozen
+        phase (head and ``unfreeze`` groups trainable, layer-wise rates, augmentation,
+        BatchNorm mode), trains for up to ``num_steps`` batches (cycling over the data)
+        while the head's rate rises from ``start_lr`` to ``end_lr``; the other groups
+        keep their ratio to it. The run stops early once the smoothed loss exceeds 4
+        times its minimum. The estimator, its parameters and the global random number
+        generators are left untouched.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As for :meth:`fit`.
+        start_lr, end_lr : float, default=1e-7, 10.0
+            The range of head rates tried.
+        num_steps : int, default=100
+            Steps at most (a few hundred at most is plenty).
+
+        Returns
+        -------
+        LRFindResult
+            Rates, smoothed and raw losses, the suggested rate (fastai's "valley" rule)
+            and a ``plot()`` method.
+        """
+        self._check_params()
+        if not 0 < start_lr < end_lr:
+            raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr!r}, {end_lr!r}")
+        if not _is_int(num_steps) or not 2 <= num_steps <= 1000:
+            raise ValueError(f"num_steps must be an integer in [2, 1000], got {num_steps!r}")
+        with _runtime.torch_threads(self.n_threads):
+            source, targets, info, weights = self._prepare(X, y, sample_weight)
+            device = _runtime.resolve_device(self.device)
+            seed = self.random_state if self.random_state is not None else int(
+                np.random.default_rng().integers(2**31))
+            fork = [] if device.type != "cuda" else [device]
+            backbone = self._backbone(seed, fork)
+            dataset = ImageDataset(source, backbone.preprocessing, targets, None,
+                                   self._augmentation(backbone.preprocessing.crop_size),
+                                   weights)
+            return self._range_test(backbone, dataset, info, device, seed, fork,
+                                    start_lr=start_lr, end_lr=end_lr, num_steps=num_steps)
+
+    def _range_test(self, backbone, dataset, info: dict, device, seed: int, fork: list,
+                    start_lr: float = 1e-7, end_lr: float = 10.0,
+                    num_steps: int = 100) -> LRFindResult:
+        with torch.random.fork_rng(devices=fork):
+            torch.manual_seed(seed)
+            module = self._module(backbone, info, device)
+            net = self._make_net(module, backbone.groups, info, device, [], 1.0).initialize()
+            GroupUnfreezer(self._trainable(backbone.groups), 0).set_trainable(net, True)
+            net.initialize_optimizer()
+            result = range_test(net, dataset, start_lr=start_lr, end_lr=end_lr,
+                                num_steps=min(num_steps, max(2, num_steps)))
+            net.release()
+        return result
+
+    # ------------------------------------------------------------------ predict
+    def _predict_outputs(self, X: object) -> np.ndarray:
+        """The net's outputs after its output function, test-time views averaged."""
+        check_is_fitted(self, "net_")
+        self._check_tta()
+        source = as_image_source(X)
+        dataset = ImageDataset(source, self.preprocessing_, views=tta_views(self.tta))
+        # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
+        with self.net_.on_device(), _runtime.torch_threads(self.n_threads):
+            out = self.net_.predict_proba(dataset)
+        return np.asarray(out, dtype=np.float32)
+
+    def summary(self) -> list[dict]:
+        """Parameters per layer group: count, whether trained, learning rate.
+
+        Returns
+        -------
+        rows : list of dict
+            One row per group, stem first, then the head: ``group``, ``params``,
+            ``trainable`` and ``lr`` (the base rate before the schedule; ``None`` where
+            frozen).
+        """
+        check_is_fitted(self, "net_")
+        module = self.net_.module_
+        lrs = dict(self._param_groups(self._group_members, self.lr_))
+        trained = [members for members, _ in self._depths(self._group_members)]
+        rows = []
+        for name, members in self._group_members:
+            params = [p for m in members for p in module.body.net.get_submodule(m).parameters()]
+            trainable = members in trained
+            lr = next((lrs[f"body.net.{m}.*"]["lr"] for m in members
+                       if f"body.net.{m}.*" in lrs), None)
+            rows.append({"group": name, "params": sum(p.numel() for p in params),
+                         "trainable": trainable, "lr": lr if trainable else None})
+        rows.append({"group": "head", "params": sum(p.numel() for p in module.head.parameters()),
+                     "trainable": True, "lr": self.lr_})
+        return rows
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        tags.non_deterministic = True  # GPU kernels; on the CPU a fixed random_state is exact
+        return tags
+
+    # ------------------------------------------------------------------ internals
+    def _check_tta(self) -> None:
+        tta = self.tta
+        if not (isinstance(tta, bool) or (_is_int(tta) and 1 <= tta <= MAX_TTA_CROPS)):
+            raise ValueError(f"tta must be True, False or a number of crops in "
+                             f"1..{MAX_TTA_CROPS}, got {tta!r}")
+
+    def _check_params(self) -> None:
+        unfreeze = self.unfreeze
+        if not (unfreeze == "all" or (_is_int(unfreeze) and unfreeze >= 0)):
+            raise ValueError(f"unfreeze must be a non-negative integer or 'all', got {unfreeze!r}")
+        if self.lr_decay is not None and (not isinstance(self.lr_decay, numbers.Real)
+                                          or not 0 < self.lr_decay <= 1):
+            raise ValueError(f"lr_decay must be None or in (0, 1], got {self.lr_decay!r}")
+        if not (self.lr == "auto" or (isinstance(self.lr, numbers.Real)
+                                      and not isinstance(self.lr, bool) and self.lr > 0)):
+            raise ValueError(f"lr must be positive or 'auto', got {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got "
+                             f"{self.schedule!r}")
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {list(BATCHNORM_MODES)}, got "
+                             f"{self.batchnorm!r}")
+        if not _is_int(self.freeze_epochs) or self.freeze_epochs < 0:
+            raise ValueError(f"freeze_epochs must be a non-negative integer, got "
+                             f"{self.freeze_epochs!r}")
+        for name in ("max_epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.unfreeze not in (0,) and self.freeze_epochs >= self.max_epochs:
+            raise ValueError(
+                f"freeze_epochs={self.freeze_epochs} leaves no epoch to train the unfrozen "
+                f"groups within max_epochs={self.max_epochs}"
+            )
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
+                             f"{self.optimizer!r}")
+        if not (isinstance(self.augment, bool) or callable(self.augment)):
+            raise ValueError(f"augment must be True, False or a callable, got {self.augment!r}")
+        self._check_tta()
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got "
+                             f"{self.precision!r} (float16 training needs loss scaling)")
+        if self.n_threads is not None and (not _is_int(self.n_threads) or self.n_threads < 1):
+            raise ValueError(f"n_threads must be None or a positive integer, got "
+                             f"{self.n_threads!r}")
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got "
+                             f"{self.num_workers!r}")
+
+    def _make_net(self, module: TransferNet, groups, info: dict, device: torch.device,
+                  callbacks: list, lr: float, train_split=None) -> AmpNet:
+        """The skorch net around ``module`` (fit, the LR finder and import)."""
+        return AmpNet(
+            module,
+            criterion=self._loss(info),
+            optimizer=OPTIMIZERS[self.optimizer],
+            optimizer__param_groups=self._param_groups(groups, lr),
+            optimizer__weight_decay=self.weight_decay,
+            **({"optimizer__momentum": 0.9} if self.optimizer == "sgd" else {}),
+            lr=lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train__shuffle=True,
+            iterator_train__num_workers=self.num_workers,
+            iterator_valid__num_workers=self.num_workers,
+            train_split=train_split,
+            callbacks=callbacks,
+            predict_nonlinearity=self._output(info),
+            device=str(device),
+            amp_dtype=self._amp_dtype(device),
+            verbose=int(bool(self.verbose)),
+        )
+
+    def _set_fitted(self, net: AmpNet, info: dict, backbone, n_epochs: int,
+                    best_epoch: int, interrupted: bool = False, lr: float | None = None,
+                    finder: LRFindResult | None = None) -> None:
+        """Set every fitted attribute at once (a failed fit leaves the old ones whole)."""
+        self.net_ = net
+        for name, value in info.items():
+            setattr(self, name, value)
+        self.layer_groups_ = [g for g, _ in backbone.groups]
+        self._group_members = backbone.groups
+        self.preprocessing_ = backbone.preprocessing
+        self.lr_ = float(lr if lr is not None else self.lr)
+        self.lr_find_ = finder
+        self.n_epochs_ = n_epochs
+        self.best_epoch_ = best_epoch
+        self.interrupted_ = interrupted
+
+    def _checkpoint(self, source, targets, weights) -> tuple[os.PathLike | None, dict,
+                                                             dict | None]:
+        """The checkpoint file of this fit, its metadata, and its contents if it exists."""
+        if self.checkpoint is None:
+            return None, {}, None
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in self._VOLATILE}
+        params["estimator"] = type(self).__name__
+        labels = targets if weights is None else [targets, weights]
+        key = fit_fingerprint(params, source, labels)
+        path = os.path.join(self.checkpoint, f"finetune-{key[:24]}.ckpt")
+        meta = {"fingerprint": key}
+        return path, meta, read_checkpoint(path, meta)
+
+    def _amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        dtype = _runtime.autocast_dtype(device, self.precision)
+        return None if dtype == torch.float16 else dtype  # no fp16 without loss scaling
+
+    def _split(self, targets: np.ndarray, seed: int):
+        idx = np.arange(len(targets))
+        if not self.validation_fraction:
+            return idx, None
+        try:
+            train, valid = train_test_split(idx, test_size=self.validation_fraction,
+                                            stratify=self._stratify(targets),
+                                            random_state=seed)
+        except ValueError as exc:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} cannot hold out a "
+                f"validation set: {exc}") from None
+        return train, valid
+
+    def _augmentation(self, crop_size: int):
+        if self.augment is True:
+            return default_augmentation(crop_size)
+        return self.augment or None
+
+    def _phase1(self) -> int:
+        return 0 if self.unfreeze == 0 else self.freeze_epochs
+
+    def _depths(self, groups) -> list[tuple[list[str], int]]:
+        """(members, depth below the head) of each trainable group, top group first."""
+        n = len(groups) if self.unfreeze == "all" else self.unfreeze
+        top = groups[::-1][:n]
+        return [(members, depth) for depth, (_, members) in enumerate(top, start=1)]
+
+    def _trainable(self, groups) -> list[str]:
+        if self.unfreeze == "all":
+            return ["body."]
+        return [f"body.net.{m}." for members, _ in self._depths(groups) for m in members]
+
+    def _param_groups(self, groups, lr: float) -> list[tuple[str, dict]]:
+        """skorch ``param_groups``: (pattern, {"lr": ...}) per trainable group member."""
+        factor = layer_factor(self.lr_decay, len(groups))
+        pgroups = []
+        for members, depth in self._depths(groups):
+            for m in members:
+                pgroups.append((f"body.net.{m}.*", {"lr": lr * factor ** depth}))
+        if self.unfreeze == "all":  # parameters outside any group: the stem's rate
+            pgroups.append(("body.*", {"lr": lr * factor ** max(len(groups), 1)}))
+        return pgroups
+
+
+def _check_sample_weight(sample_weight: object, n_samples: int) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be an array of numbers") from None
+    if w.ndim != 1 or len(w) != n_samples:
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        raise ValueError(f"sample_weight[{bad[0]}] is {w[bad[0]]}; weights must be finite "
+                         "and non-negative")
+    return w
