@@ -211,6 +211,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if self.class_weight is None or info["multilabel_"]:
             return None
         classes = info["classes_"]
+        if isinstance(self.class_weight, dict):
+            unknown = [k for k in self.class_weight if k not in set(classes.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight names labels {unknown} that are not in y "
+                                 f"(classes: {classes.tolist()})")
         weights = compute_class_weight(self.class_weight, classes=classes, y=classes[targets])
         return weights[targets]
 

@@ -361,6 +361,8 @@ def _batched_array(arr: np.ndarray | torch.Tensor) -> torch.Tensor:
                 f"X has shape {arr.shape}; expected NHWC or NHW uint8, NCHW float, or a list "
                 "of images"
             )
+        if any(stride < 0 for stride in arr.strides):  # a flipped view, e.g. X[:, :, ::-1]
+            arr = arr.copy()  # torch cannot view it; a copy, the user's array stays as is
         tensor = torch.from_numpy(arr)
     else:
         tensor = arr.detach()

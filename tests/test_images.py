@@ -260,3 +260,14 @@ def test_one_pixel_wide_uint8_images_resize_like_floats():
     as_uint8 = prep.resize_crop(as_image_source(rgb[None]).read_batch(0, 1)).float()
     as_float = prep.resize_crop(torch.from_numpy(rgb / 255).permute(2, 0, 1)[None].float())
     assert (as_uint8 - 255 * as_float).abs().max() < 1
+
+
+def test_flipped_array_views_are_read_like_their_copies():
+    from sktransfer import PretrainedFeatureExtractor
+
+    from .conftest import tiny_cnn
+
+    X = np.random.default_rng(0).integers(0, 256, size=(3, 12, 14, 3), dtype=np.uint8)
+    view = X[:, ::-1, ::-1]  # negative strides: what X[..., ::-1] slicing gives users
+    ext = PretrainedFeatureExtractor(tiny_cnn(), image_size=8, resize_size=8).fit()
+    np.testing.assert_array_equal(ext.transform(view), ext.transform(view.copy()))
