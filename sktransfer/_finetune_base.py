@@ -65,16 +65,18 @@ model : str or torch.nn.Module, default="efficientnet_b0"
         ``fit_one_cycle``); ``"cosine"`` warms up linearly over a tenth, then anneals to
         0; ``"constant"`` keeps the rates. Every group follows the same curve, so the
         layer-wise ratios hold.
-    batchnorm : {"recalibrate", "frozen", "train"}, default="recalibrate"
-        BatchNorm layers of trained groups: ``"recalibrate"`` trains them with batch
-        statistics, then recomputes their running statistics over the training images
-        (without augmentation) after training, and after every epoch when there is a
-        validation set, so that early stopping compares epochs with statistics that
-        match their weights; ``"frozen"`` keeps every BatchNorm layer in eval mode (its
-        affine parameters still train where its group does); ``"train"`` only updates
-        running statistics with the layers' momentum, which with small momenta (0.01)
-        leaves them describing the pretraining data. BatchNorm layers of frozen groups
-        are always in eval mode.
+    batchnorm : {"frozen", "recalibrate", "train"}, default="frozen"
+        BatchNorm layers of trained groups: ``"frozen"`` keeps every BatchNorm layer in
+        eval mode, normalising with its pretrained statistics, while its affine
+        parameters train where its group does (the Keras rule); ``"recalibrate"`` trains
+        them with batch statistics, then recomputes their running statistics over the
+        training images (without augmentation) after training, and after every epoch
+        when there is a validation set, so that early stopping compares epochs with
+        statistics that match their weights; ``"train"`` only updates the running
+        statistics with the layers' momentum, which with small momenta (0.01 in
+        EfficientNet-Lite) leaves them describing the pretraining data: the model learns,
+        its predictions do not. BatchNorm layers of frozen groups are always in eval
+        mode. The default was chosen by measurement (see the performance page).
     freeze_epochs : int, default=1
         Epochs that train the head alone before the ``unfreeze`` groups join with fresh
         optimizer state (two-phase schedule). Ignored when ``unfreeze=0``.

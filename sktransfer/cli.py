@@ -116,30 +116,69 @@ def cmd_extract(args) -> int:
 
 
 def build_estimator(args, strategy: str):
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, RidgeCV
     from sklearn.pipeline import make_pipeline
 
     from .extractor import PretrainedFeatureExtractor
     from .finetune import FineTuneClassifier
+    from .regressor import FineTuneRegressor
 
+    regression = args.task == "regression"
     common = {**backbone_params(args), **_device_params(args)}
     if strategy == "frozen":
-        return make_pipeline(PretrainedFeatureExtractor(**common),
-                             LogisticRegression(max_iter=2000))
-    return FineTuneClassifier(
-        **common, unfreeze=args.unfreeze, max_epochs=args.epochs, lr=args.lr,
+        last = RidgeCV(alphas=np.logspace(-3, 3, 13)) if regression else \
+            LogisticRegression(max_iter=2000)
+        return make_pipeline(PretrainedFeatureExtractor(**common), last)
+    lr = args.lr if args.lr == "auto" else float(args.lr)
+    return (FineTuneRegressor if regression else FineTuneClassifier)(
+        **common, unfreeze=args.unfreeze, max_epochs=args.epochs, lr=lr,
         freeze_epochs=min(args.freeze_epochs, args.epochs - 1), augment=args.augment,
         random_state=args.seed, verbose=not args.quiet and strategy == "finetune",
         checkpoint=args.checkpoint,
     )
 
 
+def _training_data(args):
+    """Images, targets, a description, and the cross-validation splitter for ``args``."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from .folders import load_image_folder, load_targets_table
+
+    cv_folds = args.cv if args.cv is not None else (3 if args.strategy == "auto" else 0)
+    if args.task == "regression":
+        if not args.targets:
+            raise CliError("--task regression needs --targets FILE.csv (an image column "
+                           "and numeric target columns)")
+        columns = args.target_columns.split(",") if args.target_columns else None
+        paths, y = load_targets_table(args.folder, args.targets, columns)
+        about = f"{len(paths)} images, targets: {', '.join(map(str, y.columns))}"
+        y = y.iloc[:, 0] if y.shape[1] == 1 else y
+        if cv_folds and len(paths) < cv_folds:
+            raise CliError(f"--cv {cv_folds} needs at least {cv_folds} images")
+        splitter = KFold(cv_folds, shuffle=True, random_state=args.seed) if cv_folds else None
+        return [str(p) for p in paths], y, about, splitter, cv_folds
+    if args.targets:
+        raise CliError("--targets is for --task regression; classification reads the "
+                       "labels from the class subfolders")
+    paths, labels, skipped = load_image_folder(args.folder)
+    _warn_skipped(skipped)
+    y = np.asarray(labels)
+    classes, counts = np.unique(y, return_counts=True)
+    about = f"{len(paths)} images, {len(classes)} classes: " + ", ".join(
+        f"{c} ({n})" for c, n in zip(classes, counts, strict=True))
+    if cv_folds and counts.min() < cv_folds:
+        raise CliError(f"class {classes[counts.argmin()]!r} has {counts.min()} images; "
+                       f"--cv {cv_folds} needs at least {cv_folds} per class")
+    splitter = StratifiedKFold(cv_folds, shuffle=True, random_state=args.seed) if cv_folds \
+        else None
+    return [str(p) for p in paths], y, about, splitter, cv_folds
+
+
 def cmd_fit(args) -> int:
     import joblib
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+    from sklearn.model_selection import GridSearchCV, cross_val_score
     from sklearn.pipeline import Pipeline
 
-    from .folders import load_image_folder
     from .io import atomic_dump
 
     safe = Path(args.out).suffix == ".safetensors"
@@ -147,18 +186,9 @@ def cmd_fit(args) -> int:
         raise CliError(f"-o {args.out}: .safetensors files hold fine-tuned models only "
                        "(--strategy finetune); other strategies end in a scikit-learn "
                        "classifier, saved as .joblib")
-    paths, labels, skipped = load_image_folder(args.folder)
-    _warn_skipped(skipped)
-    X, y = [str(p) for p in paths], np.asarray(labels)
-    classes, counts = np.unique(y, return_counts=True)
-    print(f"{len(X)} images, {len(classes)} classes: "
-          + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts, strict=True)))
-    cv_folds = args.cv if args.cv is not None else (3 if args.strategy == "auto" else 0)
-    if cv_folds and counts.min() < cv_folds:
-        raise CliError(f"class {classes[counts.argmin()]!r} has {counts.min()} images; "
-                       f"--cv {cv_folds} needs at least {cv_folds} per class")
-    splitter = StratifiedKFold(cv_folds, shuffle=True, random_state=args.seed) if cv_folds \
-        else None
+    X, y, about, splitter, cv_folds = _training_data(args)
+    print(about)
+    metric = "R^2" if args.task == "regression" else "accuracy"
     start = time.perf_counter()
     cv_score, chosen = None, args.strategy
     if args.strategy == "auto":
@@ -175,7 +205,7 @@ def cmd_fit(args) -> int:
             model = params["model"]
             name = "frozen" if isinstance(model, Pipeline) else \
                 f"finetune unfreeze={params['model__unfreeze']}"
-            print(f"  cv accuracy {score:.3f}  {name}")
+            print(f"  cv {metric} {score:.3f}  {name}")
     else:
         estimator = build_estimator(args, args.strategy)
         if splitter is not None:
@@ -190,7 +220,7 @@ def cmd_fit(args) -> int:
         atomic_dump(estimator, args.out, dump=joblib.dump)
     report = f"strategy: {chosen}; fit time {seconds:.1f} s"
     if cv_score is not None:
-        report += f"; {cv_folds}-fold cv accuracy {cv_score:.3f}"
+        report += f"; {cv_folds}-fold cv {metric} {cv_score:.3f}"
     print(report)
     print(f"wrote model to {args.out}")
     return EXIT_OK
@@ -212,10 +242,25 @@ def load_model(path: str, architecture: str | None = None):
     except Exception as exc:
         raise CliError(f"cannot read model file {path}: {type(exc).__name__}: {exc}",
                        EXIT_MODEL) from None
-    if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
-        raise CliError(f"{path} does not hold a fitted classifier ({type(model).__name__})",
-                       EXIT_MODEL)
+    from sklearn.base import is_regressor
+
+    classifier = hasattr(model, "predict_proba") and hasattr(model, "classes_")
+    if not classifier and not (is_regressor(model) and hasattr(model, "predict")):
+        raise CliError(f"{path} does not hold a fitted classifier or regressor "
+                       f"({type(model).__name__})", EXIT_MODEL)
     return model
+
+
+def _regression_rows(model, paths: list) -> tuple[list[str], list]:
+    pred = np.asarray(model.predict([str(p) for p in paths]), dtype=float)
+    pred = pred.reshape(len(paths), -1)
+    names = getattr(model, "target_names_", None)
+    if names is None or len(names) != pred.shape[1]:
+        names = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{i}" for i in
+                                                            range(pred.shape[1])]
+    header = ["path", *map(str, names)]
+    return header, ([str(p), *(f"{v:.6g}" for v in row)]
+                    for p, row in zip(paths, pred, strict=True))
 
 
 def cmd_predict(args) -> int:
@@ -224,11 +269,18 @@ def cmd_predict(args) -> int:
     model = load_model(args.model_file, args.model)
     paths, skipped = list_images(args.inputs)
     _warn_skipped(skipped)
-    proba = model.predict_proba([str(p) for p in paths])
-    labels = model.classes_[proba.argmax(axis=1)]
-    header = ["path", "label", *[f"proba_{c}" for c in model.classes_]]
-    rows = ([str(p), str(lab), *(f"{v:.6f}" for v in row)]
-            for p, lab, row in zip(paths, labels, proba, strict=True))
+    if not hasattr(model, "predict_proba"):
+        header, rows = _regression_rows(model, paths)
+    else:
+        proba = model.predict_proba([str(p) for p in paths])
+        if getattr(model, "multilabel_", False):
+            labels = [";".join(str(c) for c, v in zip(model.classes_, row, strict=True)
+                               if v >= 0.5) for row in proba]
+        else:
+            labels = model.classes_[proba.argmax(axis=1)]
+        header = ["path", "label", *[f"proba_{c}" for c in model.classes_]]
+        rows = ([str(p), str(lab), *(f"{v:.6f}" for v in row)]
+                for p, lab, row in zip(paths, labels, proba, strict=True))
     if args.out:
         _write_csv(Path(args.out), header, rows)
         print(f"wrote {len(paths)} predictions to {args.out}", file=sys.stderr)
@@ -279,14 +331,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbone_options(p)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("fit", help="train a classifier and save it with joblib", epilog=EPILOG)
-    p.add_argument("folder", help="folder with one subfolder of images per class")
+    p = sub.add_parser("fit", help="train a classifier or regressor and save it",
+                       epilog=EPILOG)
+    p.add_argument("folder", help="classification: folder with one subfolder of images per "
+                                  "class; regression: the folder the --targets paths are in")
+    p.add_argument("--task", choices=["classification", "regression"],
+                   default="classification",
+                   help="classification (labels from subfolders) or regression (continuous "
+                        "targets from --targets) (default: classification)")
+    p.add_argument("--targets", default=None, metavar="FILE.csv",
+                   help="regression: CSV with an image column ('path', else the first; "
+                        "relative to FOLDER) and numeric target columns")
+    p.add_argument("--target-columns", default=None, metavar="A,B",
+                   help="regression: the target columns to use (default: all but the image "
+                        "column)")
     p.add_argument("-o", "--out", required=True,
                    help="model file to write: .joblib, or .safetensors (pickle-free, "
                         "fine-tuned models)")
     p.add_argument("--strategy", choices=["frozen", "finetune", "auto"], default="frozen",
-                   help="frozen features + logistic regression, fine-tuning, or the best of "
-                        "both by cross-validation (default: frozen)")
+                   help="frozen features + logistic regression (ridge for regression), "
+                        "fine-tuning, or the best of both by cross-validation (default: "
+                        "frozen)")
     p.add_argument("--cv", type=int, default=None,
                    help="cross-validation folds for the report (default: 3 for auto, else "
                         "none)")
@@ -295,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
     p.add_argument("--freeze-epochs", type=int, default=2,
                    help="head-only epochs before unfreezing (default: 2)")
-    p.add_argument("--lr", type=float, default=1e-3, help="head learning rate")
+    p.add_argument("--lr", default="1e-3", type=lambda v: v if v == "auto" else float(v),
+                   help="head learning rate, or 'auto' for the LR finder's suggestion "
+                        "(default: 1e-3)")
     p.add_argument("--augment", action="store_true", help="training-time augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",

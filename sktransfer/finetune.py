@@ -29,8 +29,9 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     ``k`` also trains the top ``k`` layer groups, ``"all"`` trains everything; so
     ``GridSearchCV(FineTuneClassifier(), {"unfreeze": [0, 1, 2, "all"]})`` chooses it.
     The head trains at ``lr`` and lower groups at geometrically lower rates (``lr_decay``),
-    all following a per-batch schedule. BatchNorm layers of frozen groups stay in eval
-    mode; those of trained groups are recalibrated after training (``batchnorm``).
+    all following a per-batch schedule. BatchNorm layers normalise with their pretrained
+    statistics throughout (``batchnorm``), so fine-tuning deep on small data unlike the
+    pretraining data does not collapse.
 
     ``y`` is either one label per image (strings work; softmax head, cross-entropy) or a
     2-D binary indicator matrix of shape ``(n_samples, n_labels)`` for multi-label
@@ -69,7 +70,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         lr: float | str = 1e-3,
         lr_decay: float | None = None,
         schedule: str = "onecycle",
-        batchnorm: str = "recalibrate",
+        batchnorm: str = "frozen",
         freeze_epochs: int = 1,
         max_epochs: int = 10,
         batch_size: int = 32,

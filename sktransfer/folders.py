@@ -99,3 +99,65 @@ def list_images(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[Path]
     if not paths:
         raise FolderError(f"no image files in {[str(i) for i in inputs]}")
     return paths, skipped
+
+
+def load_targets_table(
+    folder: str | os.PathLike, table: str | os.PathLike, columns: list[str] | None = None
+) -> tuple[list[Path], object]:
+    """Images and continuous targets listed in a CSV file (regression).
+
+    Parameters
+    ----------
+    folder : path
+        Base folder of relative image paths.
+    table : path
+        CSV with a header: an image column (``path``, or else the first column) holding
+        paths relative to ``folder`` (or absolute), and numeric target columns.
+    columns : list of str, default=None
+        Target columns to use; default: every column but the image column.
+
+    Returns
+    -------
+    paths : list of Path
+    targets : pandas.DataFrame
+        One numeric column per target, named as in the file.
+
+    Raises
+    ------
+    FolderError
+        For a missing file or folder, a missing column, a non-numeric or empty target,
+        or an image that does not exist (named with its row).
+    """
+    import pandas as pd
+
+    folder, table = Path(folder), Path(table)
+    if not folder.is_dir():
+        raise FolderError(f"folder not found: {folder}")
+    if not table.is_file():
+        raise FolderError(f"targets file not found: {table}")
+    try:
+        frame = pd.read_csv(table)
+    except Exception as exc:  # pandas' parser errors vary
+        raise FolderError(f"cannot read targets file {table}: {exc}") from None
+    if frame.shape[1] < 2:
+        raise FolderError(f"{table} needs an image column and at least one target column")
+    image_col = "path" if "path" in frame.columns else frame.columns[0]
+    names = columns or [c for c in frame.columns if c != image_col]
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise FolderError(f"{table} has no column {missing[0]!r} (columns: "
+                          f"{list(frame.columns)})")
+    targets = frame[names]
+    for name in names:
+        values = pd.to_numeric(targets[name], errors="coerce")
+        bad = values.isna().to_numpy().nonzero()[0]
+        if len(bad):
+            raise FolderError(f"{table}, row {bad[0] + 2}: target {name!r} is "
+                              f"{targets[name].iloc[bad[0]]!r}, not a number")
+    paths = []
+    for row, item in enumerate(frame[image_col].astype(str)):
+        path = Path(item) if Path(item).is_absolute() else folder / item
+        if not path.is_file():
+            raise FolderError(f"{table}, row {row + 2}: image {path} not found")
+        paths.append(path)
+    return paths, targets.astype(float)

@@ -58,7 +58,7 @@ class FineTuneRegressor(RegressorMixin, BaseFineTuner):
         lr: float | str = 1e-3,
         lr_decay: float | None = None,
         schedule: str = "onecycle",
-        batchnorm: str = "recalibrate",
+        batchnorm: str = "frozen",
         freeze_epochs: int = 1,
         max_epochs: int = 10,
         batch_size: int = 32,

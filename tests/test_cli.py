@@ -149,3 +149,66 @@ def test_fine_tuned_model_as_safetensors(folder, tmp_path, capsys):
     # a frozen-features Pipeline cannot be written pickle-free: said before any work
     assert run("fit", folder, "-o", tmp_path / "p.safetensors", *TINY) == 2
     assert "fine-tuned models only" in capsys.readouterr().err
+
+
+@pytest.fixture
+def regression_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """12 images whose brightness is the target, listed in a CSV (one row per image)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shots"
+    root.mkdir()
+    rows = []
+    for i in range(12):
+        level = int(rng.integers(0, 256))
+        arr = np.clip(rng.normal(level, 10, size=(20, 20, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(root / f"shot{i}.png")
+        rows.append({"path": f"shot{i}.png", "brightness": level / 255, "noise": i})
+    table = tmp_path / "targets.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    return root, table
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "finetune"])
+def test_fit_regression_then_predict(regression_folder, tmp_path, capsys, strategy):
+    root, table = regression_folder
+    model = tmp_path / f"reg_{strategy}.joblib"
+    assert run("fit", "--task", "regression", root, "--targets", table, "--target-columns",
+               "brightness", "--strategy", strategy, "--epochs", "3", "--cv", "2", "-o",
+               model, *TINY) == 0
+    out = capsys.readouterr().out
+    assert "12 images, targets: brightness" in out and "2-fold cv R^2" in out
+    preds = tmp_path / "preds.csv"
+    assert run("predict", model, root, "-o", preds) == 0
+    frame = pd.read_csv(preds)
+    assert len(frame) == 12 and np.isfinite(frame.iloc[:, 1]).all()
+    expected = "brightness" if strategy == "finetune" else "prediction"
+    assert list(frame.columns) == ["path", expected]
+
+
+def test_fit_regression_two_targets_as_safetensors(regression_folder, tmp_path, capsys):
+    root, table = regression_folder
+    model = tmp_path / "reg.safetensors"
+    assert run("fit", "--task", "regression", root, "--targets", table, "--strategy",
+               "finetune", "--epochs", "2", "-o", model, *TINY) == 0
+    capsys.readouterr()
+    assert run("predict", model, root, "--model", "tests.conftest:tiny_cnn") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "path,brightness,noise" and len(out) == 13
+
+
+def test_regression_input_errors_name_the_row(regression_folder, tmp_path, capsys):
+    root, table = regression_folder
+    assert run("fit", "--task", "regression", root, "-o", tmp_path / "m.joblib", *TINY) == 2
+    assert "needs --targets" in capsys.readouterr().err
+    frame = pd.read_csv(table).astype({"brightness": object})
+    frame.loc[3, "brightness"] = "bright"
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    assert run("fit", "--task", "regression", root, "--targets", tmp_path / "bad.csv",
+               "-o", tmp_path / "m.joblib", *TINY) == 2
+    assert "row 5: target 'brightness' is 'bright', not a number" in capsys.readouterr().err
+    frame = pd.read_csv(table)
+    frame.loc[0, "path"] = "missing.png"
+    frame.to_csv(tmp_path / "bad2.csv", index=False)
+    assert run("fit", "--task", "regression", root, "--targets", tmp_path / "bad2.csv",
+               "-o", tmp_path / "m.joblib", *TINY) == 2
+    assert "row 2: image" in capsys.readouterr().err

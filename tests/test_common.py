@@ -16,13 +16,14 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as sk_checks
 from torch import nn
 
-from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
+from sktransfer import FineTuneClassifier, FineTuneRegressor, PretrainedFeatureExtractor
 
 from .conftest import tiny_cnn
 
 RNG = np.random.default_rng(0)
 X_IMAGES = RNG.integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)
 Y_LABELS = np.array(["a", "b"] * 4)
+Y_VALUES = np.linspace(-1.0, 3.0, 8)
 
 
 def _extractor():
@@ -34,13 +35,20 @@ def _classifier():
                               unfreeze=1, random_state=0)
 
 
-# (factory of a small estimator, its output method)
+def _regressor():
+    return FineTuneRegressor(tiny_cnn(), image_size=16, resize_size=16, max_epochs=2,
+                             unfreeze=1, random_state=0)
+
+
+# (factory of a small estimator, its output method, targets to fit)
 ESTIMATORS = {
-    "PretrainedFeatureExtractor": (_extractor, "transform"),
-    "FineTuneClassifier": (_classifier, "predict_proba"),
+    "PretrainedFeatureExtractor": (_extractor, "transform", Y_LABELS),
+    "FineTuneClassifier": (_classifier, "predict_proba", Y_LABELS),
+    "FineTuneRegressor": (_regressor, "predict", Y_VALUES),
 }
 DEFAULTS = {"PretrainedFeatureExtractor": PretrainedFeatureExtractor,
-            "FineTuneClassifier": FineTuneClassifier}
+            "FineTuneClassifier": FineTuneClassifier,
+            "FineTuneRegressor": FineTuneRegressor}
 
 
 def _equal_params(a: dict, b: dict) -> bool:
@@ -61,19 +69,19 @@ def _equal_params(a: dict, b: dict) -> bool:
 
 @pytest.fixture(params=sorted(ESTIMATORS))
 def case(request):
-    factory, method = ESTIMATORS[request.param]
-    return request.param, factory, method
+    factory, method, y = ESTIMATORS[request.param]
+    return request.param, factory, method, y
 
 
 def test_init_only_stores_parameters(case):
-    _, factory, _ = case
+    _, factory, _, _ = case
     est = factory()
     assert set(vars(est)) == set(est.get_params(deep=False))
 
 
 def test_clone_gives_equal_unfitted_copy(case):
-    _, factory, method = case
-    est = factory().fit(X_IMAGES, Y_LABELS)
+    _, factory, method, y = case
+    est = factory().fit(X_IMAGES, y)
     copy = clone(est)
     assert _equal_params(copy.get_params(), est.get_params())
     with pytest.raises(NotFittedError):
@@ -81,7 +89,7 @@ def test_clone_gives_equal_unfitted_copy(case):
 
 
 def test_params_round_trip(case):
-    _, factory, _ = case
+    _, factory, _, _ = case
     est = factory()
     params = est.get_params()
     est.set_params(**params)
@@ -91,23 +99,23 @@ def test_params_round_trip(case):
 
 
 def test_fit_returns_self_and_unfitted_raises(case):
-    _, factory, method = case
+    _, factory, method, y = case
     est = factory()
     with pytest.raises(NotFittedError):
         getattr(est, method)(X_IMAGES)
-    assert est.fit(X_IMAGES, Y_LABELS) is est
+    assert est.fit(X_IMAGES, y) is est
 
 
 def test_pickle_round_trip_gives_identical_output(case):
-    _, factory, method = case
-    est = factory().fit(X_IMAGES, Y_LABELS)
+    _, factory, method, y = case
+    est = factory().fit(X_IMAGES, y)
     before = getattr(est, method)(X_IMAGES)
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(getattr(loaded, method)(X_IMAGES), before)
 
 
 def test_tags_are_honest_about_image_input(case):
-    _, factory, _ = case
+    _, factory, _, _ = case
     tags = factory().__sklearn_tags__()
     assert tags.input_tags.two_d_array is False
     assert tags.input_tags.string is True
