@@ -75,7 +75,7 @@ def run_strategies(X_train, y_train, X_test, y_test, epochs: int) -> tuple[list[
                  "trainable": lr.coef_.size + lr.intercept_.size})
 
     search = GridSearchCV(
-        FineTuneClassifier(efficientnet_lite0(), lr=3e-3, lr_decay=0.3, max_epochs=epochs,
+        FineTuneClassifier(efficientnet_lite0(), lr=3e-3, max_epochs=epochs,
                            freeze_epochs=epochs - 5, batch_size=30, random_state=0, **PREP),
         {"unfreeze": [0, 1, 2]}, cv=StratifiedKFold(3, shuffle=True, random_state=0),
     )

@@ -76,7 +76,9 @@ model : str or torch.nn.Module, default="efficientnet_b0"
         statistics with the layers' momentum, which with small momenta (0.01 in
         EfficientNet-Lite) leaves them describing the pretraining data: the model learns,
         its predictions do not. BatchNorm layers of frozen groups are always in eval
-        mode. The default was chosen by measurement (see the performance page).
+        mode. The default was chosen by measurement (see the performance page); for a
+        network with random weights use ``"recalibrate"`` (``"frozen"`` would keep its
+        initial statistics).
     freeze_epochs : int, default=1
         Epochs that train the head alone before the ``unfreeze`` groups join with fresh
         optimizer state (two-phase schedule). Ignored when ``unfreeze=0``.

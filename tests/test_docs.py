@@ -35,11 +35,14 @@ def docs_env(tmp_path, torch_home, monkeypatch):
     cache_weights(tvm.ResNet18_Weights.DEFAULT)
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
+    rows = ["path,brightness"]
     for label, (lo, hi) in {"cats": (0, 100), "dogs": (150, 256)}.items():
         (tmp_path / "images" / label).mkdir(parents=True)
         for i in range(6):
             arr = rng.integers(lo, hi, size=(48, 40, 3), dtype=np.uint8)
             Image.fromarray(arr).save(tmp_path / "images" / label / f"{i}.jpg")
+            rows.append(f"{label}/{i}.jpg,{arr.mean() / 255:.4f}")
+    (tmp_path / "targets.csv").write_text("\n".join(rows) + "\n")  # for regression lines
     return tmp_path
 
 

@@ -105,7 +105,7 @@ def test_frozen_batchnorm_stays_in_eval_mode_during_training():
                 body = net.module_.body.net
                 modes.append((body[1].training, body[4].training, net.module_.head.training))
 
-    toy(unfreeze=1, freeze_epochs=0, callbacks=[Spy()]).fit(X_TOY, Y_TOY)
+    toy(unfreeze=1, freeze_epochs=0, batchnorm="train", callbacks=[Spy()]).fit(X_TOY, Y_TOY)
     # the top group (conv 3 + BN 4) is trained, BN in train mode; BN 1 is frozen, in eval
     assert modes and all(m == (False, True, True) for m in modes)
 
@@ -246,8 +246,10 @@ def test_pretraining_on_a_source_task_helps_the_target_task():
     X = (digits.images / 16 * 255).astype(np.uint8)
     y = digits.target
     source, target = y < 5, y >= 5
+    # networks trained from scratch here: BatchNorm statistics must be computed
+    # ("frozen", the default for pretrained backbones, would keep the initial ones)
     common = dict(image_size=16, resize_size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
-                  batch_size=32, random_state=0)
+                  batch_size=32, random_state=0, batchnorm="recalibrate")
     # Source task: digits 0-4, all of them, trained from scratch.
     pretrained = FineTuneClassifier(digits_cnn(), unfreeze="all", freeze_epochs=0, lr=3e-3,
                                     max_epochs=15, **common).fit(X[source], y[source])

@@ -103,7 +103,8 @@ def test_multilabel_fit_predict_and_cross_validation():
     train = rng.choice(len(X), 400, replace=False)
     test = np.setdiff1d(np.arange(len(X)), train)[:400]
     params = dict(image_size=16, resize_size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
-                  unfreeze="all", freeze_epochs=0, lr=1e-2, max_epochs=12, random_state=0)
+                  unfreeze="all", freeze_epochs=0, lr=1e-2, max_epochs=12, random_state=0,
+                  batchnorm="recalibrate")  # from scratch: statistics must be computed
     clf = FineTuneClassifier(tiny_cnn(n_classes=3), **params).fit(X[train], Y[train])
     assert clf.multilabel_ and list(clf.classes_) == [0, 1, 2]
     proba = clf.predict_proba(X[test])

@@ -57,8 +57,10 @@ def test_regressor_beats_frozen_features_and_ridge_on_rotation_angles():
     X_source = np.stack([np.asarray(Image.fromarray(images[i]).resize((16, 16),
                                                                       Image.BILINEAR))
                          for i in source])
+    # trained from scratch: its BatchNorm statistics must be computed ("recalibrate")
     pretrained = FineTuneClassifier(digits_cnn(), unfreeze="all", freeze_epochs=0, lr=3e-3,
-                                    max_epochs=6, random_state=0, **PREP)
+                                    max_epochs=6, random_state=0, batchnorm="recalibrate",
+                                    **PREP)
     network = pretrained.fit(X_source, y[source]).net_.module_.body.net
     target = np.random.default_rng(0).permutation(np.flatnonzero(y >= 5))
     X_train, a_train = _rotated_digits(target[:300], images, 1)
@@ -66,7 +68,8 @@ def test_regressor_beats_frozen_features_and_ridge_on_rotation_angles():
     ridge = make_pipeline(PretrainedFeatureExtractor(network, **PREP),
                           RidgeCV(alphas=np.logspace(-3, 3, 13))).fit(X_train, a_train)
     reg = FineTuneRegressor(network, unfreeze="all", freeze_epochs=2, lr=1e-2, max_epochs=12,
-                            random_state=0, **PREP).fit(X_train, a_train)
+                            random_state=0, batchnorm="recalibrate", **PREP)
+    reg.fit(X_train, a_train)
     r2_ridge, r2_fine = ridge.score(X_test, a_test), reg.score(X_test, a_test)
     print(f"rotation angle R^2: fine-tuned {r2_fine:.3f}, frozen features + Ridge "
           f"{r2_ridge:.3f}")
