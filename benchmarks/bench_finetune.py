@@ -92,6 +92,7 @@ def main(argv=None):
         clf = FineTuneClassifier(
             args.model, weights=None, unfreeze=args.unfreeze, freeze_epochs=0, lr=args.lr,
             lr_decay=0.3, max_epochs=args.epochs, batch_size=args.batch_size,
+            batchnorm="train", schedule="constant",  # what the hand-written loop does
             image_size=args.size, resize_size=args.size, random_state=0,
         ).fit(X, y)
         lib += list(clf.net_.history[:, "dur"])[1:]  # the first epoch warms up, in both

@@ -61,7 +61,9 @@ def run_strategies(X_train, y_train, X_test, y_test, epochs: int) -> tuple[list[
 
     scratch, seconds = timed(lambda: FineTuneClassifier(
         efficientnet_lite0_untrained(), unfreeze="all", freeze_epochs=0, lr=3e-3,
-        max_epochs=epochs, batch_size=30, random_state=0, **PREP).fit(X_train, y_train))
+        max_epochs=epochs, batch_size=30, random_state=0,
+        batchnorm="recalibrate",  # random weights: BatchNorm statistics must be computed
+        **PREP).fit(X_train, y_train))
     rows.append({"strategy": "Lite0 from scratch", "model": scratch, "fit_s": seconds,
                  "accuracy": scratch.score(X_test, y_test),
                  "trainable": trainable_params(scratch)})
