@@ -113,6 +113,17 @@ def test_regressor_round_trips_through_joblib_and_export(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X_TOY), before)
 
 
+def test_regressor_checkpoint_resumes_and_finished_fit_returns(tmp_path):
+    first = toy(max_epochs=3, checkpoint=tmp_path).fit(X_TOY, Y_TOY)
+    again = toy(max_epochs=3, checkpoint=tmp_path).fit(X_TOY, Y_TOY)
+    np.testing.assert_array_equal(again.predict(X_TOY), first.predict(X_TOY))
+    assert len(list(tmp_path.iterdir())) == 1
+    # a classifier on the same images has a checkpoint of its own
+    FineTuneClassifier(tiny_cnn(), image_size=16, resize_size=16, max_epochs=1,
+                       checkpoint=tmp_path).fit(X_TOY, (Y_TOY > Y_TOY.mean()).astype(int))
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 @pytest.mark.parametrize(
     "y, message",
     [
@@ -131,3 +142,13 @@ def test_bad_targets_fail_at_fit(y, message):
 def test_bad_loss_fails_at_fit():
     with pytest.raises(ValueError, match="loss must be one of"):
         toy(loss="l1").fit(X_TOY, Y_TOY)
+
+
+def test_regressor_lr_finder_and_tta_share_the_classifier_machinery():
+    reg = toy(lr="auto", unfreeze=1, max_epochs=2).fit(X_TOY, Y_TOY)
+    assert reg.lr_ == reg.lr_find_.suggestion > 0
+    plain = reg.predict(X_TOY)
+    mirrored = reg.predict(X_TOY[:, :, ::-1])
+    reg.set_params(tta=True)
+    np.testing.assert_allclose(reg.predict(X_TOY), (plain + mirrored) / 2, rtol=1e-5,
+                               atol=1e-6)
