@@ -15,7 +15,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
-from ._finetune_base import BaseFineTuner, fill_docstring
+from ._finetune_base import BaseFineTuner
+from ._finetune_docs import fill_docstring
 from ._training import WeightedLoss, sigmoid_views, softmax_views
 from .backbones import DEFAULT_MODEL
 

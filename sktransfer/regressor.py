@@ -8,7 +8,8 @@ import numpy as np
 from sklearn.base import RegressorMixin
 from torch import nn
 
-from ._finetune_base import BaseFineTuner, fill_docstring
+from ._finetune_base import BaseFineTuner
+from ._finetune_docs import fill_docstring
 from ._training import WeightedLoss, mean_views
 from .backbones import DEFAULT_MODEL
 

@@ -1,0 +1,136 @@
+"""Documentation the fine-tuning estimators share, written once and placed into each
+estimator's docstring by :func:`fill_docstring`."""
+
+from __future__ import annotations
+
+# Shared parameter documentation, placed into each estimator's docstring.
+SHARED_PARAMETERS = """\
+model : str or torch.nn.Module, default="efficientnet_b0"
+        Backbone, as for :class:`PretrainedFeatureExtractor`.
+    weights : str, path or None, default="DEFAULT"
+        Backbone weights, as for :class:`PretrainedFeatureExtractor`.
+    unfreeze : int or "all", default=0
+        Number of top layer groups to train besides the head.
+    lr : float or "auto", default=1e-3
+        Learning rate of the head. ``"auto"`` runs :meth:`lr_find` on the training
+        data inside ``fit`` and uses its suggestion (kept in ``lr_``).
+    lr_decay : float or None, default=None
+        Factor between the learning rates of consecutive groups (0 < lr_decay <= 1): the
+        group ``d`` levels below the head trains at ``lr * lr_decay ** d``. ``None``
+        spreads the rates geometrically from ``lr`` at the head to ``lr / 100`` at the
+        stem, whatever the number of groups; :meth:`summary` shows the rates.
+    schedule : {"onecycle", "cosine", "constant"}, default="onecycle"
+        Learning-rate schedule, stepped at every batch and restarted for the unfrozen
+        phase: ``"onecycle"`` warms up from ``lr/25`` to ``lr`` over a quarter of the
+        phase, then anneals to ``lr/1e5`` (cosine both ways, as fastai's
+        ``fit_one_cycle``); ``"cosine"`` warms up linearly over a tenth, then anneals to
+        0; ``"constant"`` keeps the rates. Every group follows the same curve, so the
+        layer-wise ratios hold.
+    batchnorm : {"frozen", "recalibrate", "train"}, default="frozen"
+        BatchNorm layers of trained groups: ``"frozen"`` keeps every BatchNorm layer in
+        eval mode, normalising with its pretrained statistics, while its affine
+        parameters train where its group does (the Keras rule); ``"recalibrate"`` trains
+        them with batch statistics, then recomputes their running statistics over the
+        training images (without augmentation) after training, and after every epoch
+        when there is a validation set, so that early stopping compares epochs with
+        statistics that match their weights; ``"train"`` only updates the running
+        statistics with the layers' momentum, which with small momenta (0.01 in
+        EfficientNet-Lite) leaves them describing the pretraining data: the model learns,
+        its predictions do not. BatchNorm layers of frozen groups are always in eval
+        mode. The default was chosen by measurement (see the performance page); for a
+        network with random weights use ``"recalibrate"`` (``"frozen"`` would keep its
+        initial statistics).
+    freeze_epochs : int, default=1
+        Epochs that train the head alone before the ``unfreeze`` groups join with fresh
+        optimizer state (two-phase schedule). Ignored when ``unfreeze=0``.
+    max_epochs : int, default=10
+        Total epochs, both phases included.
+    batch_size : int, default=32
+        Images per step.
+    optimizer : {"adamw", "adam", "sgd"}, default="adamw"
+        Optimizer (SGD with momentum 0.9).
+    weight_decay : float, default=1e-4
+        Weight decay of the optimizer.
+    validation_fraction : float, default=0.0
+        Share of the training data held out (stratified for single-label classes) for
+        early stopping: training stops when the validation loss has not improved for
+        ``patience`` epochs and the best weights are restored. ``0`` trains for
+        ``max_epochs``.
+    patience : int, default=3
+        Epochs without improvement before early stopping.
+    augment : bool or callable, default=False
+        Training-time augmentation: ``True`` for random resized crop, flip and colour
+        jitter; or a callable taking and returning a PIL image or ``(3, H, W)`` tensor.
+        Never applied at prediction.
+    tta : bool or int, default=False
+        Test-time augmentation at prediction (never in ``fit``): ``True`` averages the
+        outputs for the image and its mirror image; an int ``n`` (1 to 9) for ``n``
+        crops and their mirror images: the centre crop, then the four corners and the
+        four edge midpoints of the image resized to ``resize_size`` (crops only differ
+        where ``resize_size`` exceeds the crop size). Costs ``2 n`` forward passes.
+    groups : list or dict, default=None
+        Layer groups (stem first), when the backbone's natural stages do not suit.
+    image_size, resize_size, mean, std : optional
+        Preprocessing overrides, as for :class:`PretrainedFeatureExtractor`.
+    device : str, default="auto"
+        ``"auto"`` picks cuda, then mps, then cpu.
+    precision : {"auto", "float32", "bfloat16"}, default="auto"
+        Autocast dtype of forward passes; ``"auto"`` is bf16 on GPUs that support it and
+        float32 elsewhere. (float16 training would need loss scaling, so it is refused.)
+    random_state : int, default=None
+        Seed for head initialisation, shuffling, the validation split and augmentation.
+        On the CPU, equal seeds and equal thread counts give identical models (see
+        ``n_threads``). The global torch RNG is left as is.
+    num_workers : int, default=0
+        DataLoader worker processes decoding and augmenting images during training and
+        prediction; 0 does it in the main process.
+    n_threads : int, default=None
+        CPU threads torch uses during ``fit`` and ``predict`` (restored afterwards);
+        ``None`` keeps torch's setting. Training results depend on the thread count
+        (gradient sums are split differently), and ``GridSearchCV(n_jobs=k)`` runs its
+        fits in workers with fewer threads than a single process, so set ``n_threads``
+        (1 suits parallel searches) for results identical across ``n_jobs`` settings.
+    checkpoint : path, default=None
+        Folder for a checkpoint written (atomically) after every epoch: weights, optimizer
+        state, history, random state. A fit with the same parameters on the same data
+        resumes from it where the previous one stopped; one that has already finished
+        returns at once; raising ``max_epochs`` continues training. Each distinct fit
+        (parameters, images, targets, weights) has its own file, so cross-validation
+        folds and grid points never collide. Delete the folder to start over.
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks, for power users.
+    verbose : bool, default=False
+        Print skorch's per-epoch table."""
+
+SHARED_ATTRIBUTES = """\
+net_ : skorch.NeuralNet
+        The fitted skorch net (its ``history``, ``module_``...).
+    layer_groups_ : list of str
+        Names of the backbone's layer groups, stem first.
+    lr_ : float
+        The head's learning rate used (``lr``, or the finder's suggestion).
+    lr_find_ : LRFindResult or None
+        The range test run by ``lr="auto"``.
+    n_epochs_ : int
+        Epochs trained (resumed ones included).
+    best_epoch_ : int
+        The epoch whose weights the model holds: the lowest validation loss, or the last
+        completed epoch without a validation set.
+    interrupted_ : bool
+        Whether ``fit`` was stopped by Ctrl-C (KeyboardInterrupt)."""
+
+SHARED_NOTES = """\
+**Interrupting.** Ctrl-C during ``fit`` stops training and leaves the estimator
+    fitted with the best weights so far (``best_epoch_``, ``interrupted_=True``); the
+    KeyboardInterrupt is then re-raised so that scripts and searches stop too. Ctrl-C
+    before the first epoch ends leaves the estimator as it was. With ``checkpoint``,
+    calling ``fit`` again resumes; on the CPU the resumed model is identical to one
+    trained without interruption."""
+
+
+def fill_docstring(cls: type) -> type:
+    """Put the shared parameter, attribute and notes sections into ``cls.__doc__``."""
+    cls.__doc__ = (cls.__doc__.replace("%(shared_parameters)s", SHARED_PARAMETERS)
+                   .replace("%(shared_attributes)s", SHARED_ATTRIBUTES)
+                   .replace("%(shared_notes)s", SHARED_NOTES))
+    return cls
