@@ -235,8 +235,9 @@ class BaseFineTuner(BaseEstimator):
         Returns
         -------
         LRFindResult
-            Rates, smoothed and raw losses, the suggested rate (fastai's "valley" rule)
-            and a ``plot()`` method.
+            Rates, smoothed and raw losses, the suggested rate (a tenth of the rate at the
+            lowest smoothed loss; fastai's "valley" suggestion is reported beside it) and a
+            ``plot()`` method.
         """
         self._check_params()
         if not 0 < start_lr < end_lr:

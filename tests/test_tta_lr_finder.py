@@ -87,7 +87,8 @@ def test_lr_find_leaves_the_estimator_and_the_global_rngs_untouched():
     assert isinstance(result, LRFindResult)
     assert np.all(np.diff(result.lrs) > 0) and result.lrs[0] == pytest.approx(1e-7)
     assert len(result.lrs) == len(result.losses) == len(result.raw_losses) <= 30
-    assert result.lrs[0] <= result.suggestion <= result.lrs[-1]
+    assert result.suggestion == pytest.approx(result.lrs[np.argmin(result.losses)] / 10)
+    assert result.rule == "minimum/10" and result.lrs[0] <= result.valley <= result.lrs[-1]
     # the same call gives the same curve (seeded by random_state)
     again = clf.lr_find(X_TOY, Y_TOY, num_steps=30, end_lr=100.0)
     np.testing.assert_array_equal(again.raw_losses, result.raw_losses)
