@@ -57,6 +57,12 @@ class BaseFineTuner(BaseEstimator):
     _VOLATILE = {"max_epochs", "patience", "verbose", "callbacks", "num_workers", "device",
                  "checkpoint", "tta"}
 
+    def _store_params(self, params: dict) -> None:
+        """Store the ``__init__`` arguments as they are (scikit-learn's rule: no checks)."""
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
     # ------------------------------------------------------------------ subclass hooks
     def _encode_targets(self, y: object, n_samples: int) -> tuple[np.ndarray, dict]:
         """(targets as the loss wants them, fitted target attributes)."""

@@ -84,36 +84,7 @@ class FineTuneRegressor(RegressorMixin, BaseFineTuner):
         verbose: bool = False,
         loss: str = "mse",
     ):
-        self.model = model
-        self.weights = weights
-        self.unfreeze = unfreeze
-        self.lr = lr
-        self.lr_decay = lr_decay
-        self.schedule = schedule
-        self.batchnorm = batchnorm
-        self.freeze_epochs = freeze_epochs
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.augment = augment
-        self.tta = tta
-        self.groups = groups
-        self.image_size = image_size
-        self.resize_size = resize_size
-        self.mean = mean
-        self.std = std
-        self.device = device
-        self.precision = precision
-        self.random_state = random_state
-        self.num_workers = num_workers
-        self.n_threads = n_threads
-        self.checkpoint = checkpoint
-        self.callbacks = callbacks
-        self.verbose = verbose
-        self.loss = loss
+        self._store_params(locals())
 
     def predict(self, X: object) -> np.ndarray:
         """Predicted targets, in the units of ``y``.
