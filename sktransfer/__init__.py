@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Backbone": "backbones",
+    "ComputeCost": "_cost",
     "WeightsUnavailableError": "errors",
     "load_backbone": "backbones",
     "PretrainedFeatureExtractor": "extractor",
@@ -25,6 +26,7 @@ _EXPORTS = {
 }
 __all__ = [
     "Backbone",
+    "ComputeCost",
     "FineTuneClassifier",
     "FineTuneRegressor",
     "ImageInputError",
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ._cost import ComputeCost
     from ._lr_finder import LRFindResult
     from .backbones import Backbone, load_backbone
     from .errors import ImageInputError, WeightsUnavailableError

@@ -61,6 +61,9 @@ def recalibrate(net, dataset) -> int:
         with torch.no_grad(), _runtime.autocast(device, net.amp_dtype), \
                 torch.random.fork_rng(devices=[]):
             for x, _ in net.get_iterator(dataset, training=False):
+                meter = getattr(net, "cost_meter", None)
+                if meter is not None:
+                    meter.count(module, x, train=False)
                 module(x.to(device, non_blocking=True))
     finally:
         for m, momentum in zip(layers, momenta, strict=True):

@@ -23,6 +23,7 @@ from skorch.helper import predefined_split
 
 from . import _runtime
 from ._batchnorm import BatchNormRecalibration, recalibrate
+from ._cost import ComputeCost, CostMeter
 from ._lr_finder import LRFindResult, range_test
 from ._resume import TrainingState, fit_fingerprint, read_checkpoint
 from ._schedules import SCHEDULES, LRSchedule, layer_factor
@@ -106,8 +107,12 @@ class BaseFineTuner(BaseEstimator):
             The fitted estimator.
         """
         self._check_params()
-        with _runtime.torch_threads(self.n_threads):
-            return self._fit(X, y, sample_weight)
+        meter = CostMeter()
+        try:
+            with _runtime.torch_threads(self.n_threads):
+                return self._fit(X, y, sample_weight, meter)
+        finally:
+            meter.stop()  # ends the energy measurement whatever happened
 
     def _prepare(self, X: object, y: object, sample_weight: object):
         """Images, encoded targets, target info and example weights (all checked)."""
@@ -122,9 +127,11 @@ class BaseFineTuner(BaseEstimator):
                              "would count in the loss")
         return source, targets, info, weights
 
-    def _fit(self, X: object, y: object, sample_weight: object) -> BaseFineTuner:
+    def _fit(self, X: object, y: object, sample_weight: object,
+             meter: CostMeter) -> BaseFineTuner:
         source, targets, info, weights = self._prepare(X, y, sample_weight)
         device = _runtime.resolve_device(self.device)
+        meter.set_compute(device, self._amp_dtype(device))
         ckpt_path, meta, checkpoint = self._checkpoint(source, targets, weights)
         if checkpoint is not None:
             seed = checkpoint["meta"]["seed"]
@@ -145,7 +152,7 @@ class BaseFineTuner(BaseEstimator):
             lr = float(checkpoint["meta"]["lr"])
         else:
             finder = self._range_test(self._backbone(seed, fork), train_ds, info, device, seed,
-                                      fork)
+                                      fork, meter=meter)
             lr = finder.suggestion
         meta["lr"] = lr
         plain_train = ImageDataset(source, backbone.preprocessing, targets, train_idx,
@@ -174,6 +181,7 @@ class BaseFineTuner(BaseEstimator):
             callbacks += list(self.callbacks or [])
             net = self._make_net(module, backbone.groups, info, device, callbacks, lr,
                                  train_split).initialize()
+            net.cost_meter = meter
             if checkpoint is not None:
                 state.resume(net, checkpoint)
             if not state.stopped_:
@@ -187,7 +195,7 @@ class BaseFineTuner(BaseEstimator):
             recalibrate(net, plain_train)  # the kept epoch's statistics, for its weights
         net.release()
         self._set_fitted(net, info, backbone, len(net.history), state.best_epoch_,
-                         interrupted, lr, finder)
+                         interrupted, lr, finder, meter.stop())
         state.best_state_ = None  # in the module now; not worth a second copy in pickles
         if interrupted:
             # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
@@ -264,12 +272,13 @@ class BaseFineTuner(BaseEstimator):
                                     start_lr=start_lr, end_lr=end_lr, num_steps=num_steps)
 
     def _range_test(self, backbone, dataset, info: dict, device, seed: int, fork: list,
-                    start_lr: float = 1e-7, end_lr: float = 10.0,
-                    num_steps: int = 100) -> LRFindResult:
+                    start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+                    meter: CostMeter | None = None) -> LRFindResult:
         with torch.random.fork_rng(devices=fork):
             torch.manual_seed(seed)
             module = self._module(backbone, info, device)
             net = self._make_net(module, backbone.groups, info, device, [], 1.0).initialize()
+            net.cost_meter = meter
             GroupUnfreezer(self._trainable(backbone.groups), 0).set_trainable(net, True)
             net.initialize_optimizer()
             result = range_test(net, dataset, start_lr=start_lr, end_lr=end_lr,
@@ -404,9 +413,11 @@ class BaseFineTuner(BaseEstimator):
 
     def _set_fitted(self, net: AmpNet, info: dict, backbone, n_epochs: int,
                     best_epoch: int, interrupted: bool = False, lr: float | None = None,
-                    finder: LRFindResult | None = None) -> None:
+                    finder: LRFindResult | None = None,
+                    cost: ComputeCost | None = None) -> None:
         """Set every fitted attribute at once (a failed fit leaves the old ones whole)."""
         self.net_ = net
+        self.fit_cost_ = cost
         for name, value in info.items():
             setattr(self, name, value)
         self.layer_groups_ = [g for g, _ in backbone.groups]

@@ -117,7 +117,13 @@ net_ : skorch.NeuralNet
         The epoch whose weights the model holds: the lowest validation loss, or the last
         completed epoch without a validation set.
     interrupted_ : bool
-        Whether ``fit`` was stopped by Ctrl-C (KeyboardInterrupt)."""
+        Whether ``fit`` was stopped by Ctrl-C (KeyboardInterrupt).
+    fit_cost_ : ComputeCost or None
+        What ``fit`` cost: wall time, images through the network (every epoch, the
+        validation passes, the learning-rate finder and BatchNorm recalibration included),
+        forward and backward FLOPs (torch's counter; frozen layers need no backward
+        pass), device, precision, and energy and CO2e when ``codecarbon`` is installed.
+        None for a model read with :func:`~sktransfer.import_model`."""
 
 SHARED_NOTES = """\
 **Interrupting.** Ctrl-C during ``fit`` stops training and leaves the estimator

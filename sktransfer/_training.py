@@ -260,15 +260,19 @@ class AmpNet(NeuralNet):
 
     Callbacks that define ``on_train_pass_end(net)`` are called after each epoch's
     training pass, before its validation pass (BatchNorm recalibration needs that slot).
+    While ``cost_meter`` is set (a :class:`~sktransfer._cost.CostMeter`), every forward
+    pass, and the backward pass that follows it in training, is counted there.
     """
 
     def __init__(self, *args, amp_dtype: torch.dtype | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.amp_dtype = amp_dtype
+        self.cost_meter = None
 
     def __getstate__(self) -> dict:
         """Pickle the module once: skorch would store ``module`` and ``module_`` apart."""
         state = super().__getstate__()
+        state["cost_meter"] = None  # one call's measurement, not part of the model
         if state.get("module") is not None and state["module"] is getattr(self, "module_", None):
             state["module"] = _SAME_AS_FITTED
         return state
@@ -288,6 +292,7 @@ class AmpNet(NeuralNet):
         for p in self.module_.parameters():
             p.grad = None
         self.optimizer_.state.clear()
+        self.cost_meter = None
         _runtime.park_on_cpu(self.module_, torch.device(self.device))
 
     @contextlib.contextmanager
@@ -331,6 +336,10 @@ class AmpNet(NeuralNet):
                     hook(self)
 
     def infer(self, x, **fit_params):
+        meter = getattr(self, "cost_meter", None)
+        if meter is not None and isinstance(x, torch.Tensor):
+            meter.count(self.module_, x, train=self.module_.training and
+                        torch.is_grad_enabled())
         with _runtime.autocast(torch.device(self.device), self.amp_dtype):
             out = super().infer(x, **fit_params)
         return out.float()

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _runtime
+from ._cost import CostMeter, count_flops
 from .backbones import DEFAULT_MODEL, load_backbone, pool_features
 from .cache import EmbeddingCache, cache_directory, content_bytes, fingerprint
 from .images import ImageSource, as_image_source, iter_batches
@@ -86,6 +87,17 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         The loaded network, its layer groups and preprocessing.
     n_features_out_ : int
         Length of each embedding.
+    flops_per_image_ : int
+        Forward floating-point operations per image (torch's FLOP counter; see
+        :class:`~sktransfer.ComputeCost`).
+    fit_cost_ : ComputeCost
+        What ``fit`` cost (loading the network: time, and energy when ``codecarbon`` is
+        installed; no image is processed).
+    transform_cost_ : ComputeCost
+        What the latest ``transform`` cost: wall time, images embedded (cache hits are
+        free), forward FLOPs, device, precision, and energy and CO2e when ``codecarbon``
+        is installed. Set by every ``transform`` call (the only state ``transform``
+        changes).
 
     See Also
     --------
@@ -147,12 +159,18 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         self._check_params()
         if X is not None:
             as_image_source(X)
-        backbone = load_backbone(
-            self.model, self.weights, image_size=self.image_size,
-            resize_size=self.resize_size, mean=self.mean, std=self.std,
-            progress=bool(self.verbose),
-        )
-        return self._setup(backbone)
+        meter = CostMeter(_runtime.resolve_device(self.device))
+        try:
+            backbone = load_backbone(
+                self.model, self.weights, image_size=self.image_size,
+                resize_size=self.resize_size, mean=self.mean, std=self.std,
+                progress=bool(self.verbose),
+            )
+            self._setup(backbone)
+        finally:
+            cost = meter.stop()
+        self.fit_cost_ = cost
+        return self
 
     def _setup(self, backbone) -> PretrainedFeatureExtractor:
         """Freeze ``backbone`` and make it this extractor's network (fit and import)."""
@@ -161,6 +179,9 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         backbone.body.eval()
         self.backbone_ = backbone
         self.n_features_out_ = self._probe_features()
+        size = backbone.preprocessing.crop_size
+        self.flops_per_image_, _ = count_flops(backbone.body, (3, size, size),
+                                               forward=self._forward)
         if cache_directory(self.cache) is not None:
             prep = backbone.preprocessing
             # Named weights identify themselves; any other network is hashed tensor by tensor.
@@ -187,10 +208,18 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "backbone_")
         source = as_image_source(X)
+        device = _runtime.resolve_device(self.device)
+        meter = CostMeter(device, _runtime.autocast_dtype(device, self.precision))
         directory = cache_directory(self.cache)
-        if directory is None:
-            return self._embed(source)
-        return self._embed_cached(source, directory)
+        try:
+            if directory is None:
+                out = self._embed(source, meter)
+            else:
+                out = self._embed_cached(source, directory, meter)
+        finally:
+            cost = meter.stop()
+        self.transform_cost_ = cost
+        return out
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Names of the embedding dimensions.
@@ -269,19 +298,20 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         self._layer_sizes_ = [int(f.shape[1]) for f in feats]
         return sum(self._layer_sizes_)
 
-    def _embed(self, source: ImageSource) -> np.ndarray:
+    def _embed(self, source: ImageSource, meter: CostMeter) -> np.ndarray:
         """Run the network over every image of ``source``, batch by batch."""
         device = _runtime.resolve_device(self.device)
         amp_dtype = _runtime.autocast_dtype(device, self.precision)
         channels_last = _runtime.use_channels_last(device)
         body = self._body_on(device, channels_last)
         try:
-            return self._run(source, body, device, amp_dtype, channels_last)
+            return self._run(source, body, device, amp_dtype, channels_last, meter)
         finally:
             _runtime.park_on_cpu(self.backbone_.body, device)  # give the GPU back
 
     def _run(self, source: ImageSource, body: nn.Module, device: torch.device,
-             amp_dtype: torch.dtype | None, channels_last: bool) -> np.ndarray:
+             amp_dtype: torch.dtype | None, channels_last: bool,
+             meter: CostMeter) -> np.ndarray:
         prep = self.backbone_.preprocessing
         n_workers = self.n_jobs if self.n_jobs is not None else _default_n_workers()
         out = np.empty((len(source), self.n_features_out_), dtype=np.float32)
@@ -298,10 +328,11 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
                 with _runtime.autocast(device, amp_dtype):
                     feats = self._forward(body, batch)
                 out[start : start + len(batch)] = feats.float().cpu().numpy()
+                meter.add(len(batch), self.flops_per_image_)
                 bar.update(len(batch))
         return out
 
-    def _embed_cached(self, source: ImageSource, directory) -> np.ndarray:
+    def _embed_cached(self, source: ImageSource, directory, meter: CostMeter) -> np.ndarray:
         """Look each image up by content; embed and store only the misses."""
         device = _runtime.resolve_device(self.device)
         amp_dtype = _runtime.autocast_dtype(device, self.precision)
@@ -318,7 +349,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
             if vector is not None:
                 out[i] = vector
         if missing:
-            out[missing] = self._embed(source.subset(missing))
+            out[missing] = self._embed(source.subset(missing), meter)
             for i in missing:
                 cache.put(keys[i], out[i])
         return out

@@ -1,0 +1,265 @@
+"""What a call cost: wall time, images, floating-point operations, and energy if measured.
+
+FLOPs are counted with torch's own counter (:class:`torch.utils.flop_counter.FlopCounterMode`)
+on one small batch of a copy of the network on the ``meta`` device (shapes only, no
+arithmetic), then scaled by the number of images that went through it. The counter counts
+matrix products and convolutions (the bulk of the work), not element-wise operations, and
+counts a multiply-add as 2 FLOPs. Backward FLOPs depend on what trains: frozen layers need no
+weight gradients, and layers below the lowest trained one need no input gradients either.
+
+Energy and CO2e come from the optional ``codecarbon`` package when it is installed: one
+offline tracker per process, started on the first measured call (about 2 s once), then one
+task per call. It uses power sensors where it can read them (Intel RAPL, NVIDIA NVML) and
+otherwise an estimate from the CPU's load and its power table (see :doc:`/performance`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["ComputeCost", "CostMeter", "count_flops"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeCost:
+    """The cost of one ``fit``, ``transform`` or ``predict`` call.
+
+    Attributes
+    ----------
+    wall_time_s : float
+        Seconds from the start to the end of the call.
+    n_images : int
+        Images that went through the network (forward passes, all epochs and views
+        included; images served from an embedding cache are not counted).
+    forward_flops, backward_flops : int
+        Floating-point operations of those forward and backward passes (torch's counter).
+    device : str
+        Where the network ran (``"cpu"``, ``"cuda:0"``...).
+    precision : str
+        The compute dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+    energy_kwh, co2_kg : float or None
+        Energy used and CO2-equivalent emitted, from ``codecarbon`` when it is installed;
+        None otherwise.
+    energy_method : str or None
+        How the energy and CO2e were obtained (``"codecarbon 3.3.2, world-average
+        grid"``); None when not measured.
+    """
+
+    wall_time_s: float
+    n_images: int
+    forward_flops: int
+    backward_flops: int
+    device: str
+    precision: str
+    energy_kwh: float | None = None
+    co2_kg: float | None = None
+    energy_method: str | None = None
+
+    @property
+    def total_flops(self) -> int:
+        """Forward plus backward FLOPs."""
+        return self.forward_flops + self.backward_flops
+
+    def as_dict(self) -> dict:
+        """The fields (and ``total_flops``) as a plain dict, e.g. for a DataFrame row."""
+        return {**dataclasses.asdict(self), "total_flops": self.total_flops}
+
+    def __str__(self) -> str:
+        text = (f"{self.wall_time_s:.1f} s, {self.n_images} images, "
+                f"{self.total_flops / 1e12:.3g} TFLOP on {self.device} ({self.precision})")
+        if self.energy_kwh is not None:
+            text += f", {self.energy_kwh * 1000:.3g} Wh, {self.co2_kg * 1000:.3g} g CO2e"
+        return text
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose tensors live on the meta device.
+
+    No tensor data is copied (a GPU model costs no GPU memory): every parameter and buffer
+    is mapped to a meta tensor of its shape before the module is deep-copied.
+    """
+    memo: dict[int, torch.Tensor] = {}
+    for param in module.parameters():
+        memo[id(param)] = nn.Parameter(torch.empty_like(param, device="meta"),
+                                       requires_grad=param.requires_grad)
+    for buffer in module.buffers():
+        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
+    return copy.deepcopy(module, memo)
+
+
+def count_flops(module: nn.Module, input_shape: tuple[int, ...], *,
+                train: bool = False,
+                forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
+                ) -> tuple[int, int]:
+    """Forward and backward FLOPs per image of ``module`` on inputs of ``input_shape``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; it is not run (a copy on the meta device is) and not changed.
+    input_shape : tuple of int
+        One image's shape, e.g. ``(3, 224, 224)``.
+    train : bool, default=False
+        Count in training mode, with a backward pass through the parameters that require
+        gradients (the backward count is 0 otherwise, or when none does).
+    forward : callable, default=None
+        ``forward(module, batch)`` when the pass is not ``module(batch)`` (tapped layers).
+
+    Returns
+    -------
+    forward_flops, backward_flops : int
+        Per image.
+    """
+    batch = 2  # BatchNorm in training mode needs more than one value per channel
+    net = _meta_copy(module)
+    net.train(train)
+    x = torch.zeros((batch, *input_shape), device="meta")
+    trains = train and any(p.requires_grad for p in net.parameters())
+    run = forward or (lambda m, batch: m(batch))
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(trains):
+        out = run(net, x)
+    forward = counter.get_total_flops()
+    backward = 0
+    if trains:
+        with FlopCounterMode(display=False) as counter:
+            _first_tensor(out).float().sum().backward()
+        backward = counter.get_total_flops()
+    return forward // batch, backward // batch
+
+
+def _first_tensor(out: object) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return _first_tensor(out[0])
+    if isinstance(out, dict):
+        return _first_tensor(next(iter(out.values())))
+    raise TypeError(f"cannot find a tensor in the module's output {type(out).__name__}")
+
+
+class _Energy:
+    """One codecarbon tracker per process; each measured call is one of its tasks."""
+
+    _lock = threading.Lock()
+    _tracker: object = None
+    _method: str | None = None
+    _failed = False
+
+    @classmethod
+    def start(cls) -> bool:
+        with cls._lock:
+            if cls._failed:
+                return False
+            try:
+                if cls._tracker is None:
+                    cls._tracker, cls._method = _new_tracker()
+                    if cls._tracker is None:
+                        cls._failed = True
+                        return False
+                cls._tracker.start_task("sktransfer")
+            except Exception:  # energy is optional: never fail a fit for it
+                logging.getLogger(__name__).warning(
+                    "codecarbon failed to start; energy is not measured", exc_info=True)
+                cls._failed = True
+                return False
+            return True
+
+    @classmethod
+    def stop(cls) -> tuple[float | None, float | None, str | None]:
+        with cls._lock:
+            try:
+                data = cls._tracker.stop_task()
+            except Exception:
+                return None, None, None
+            grid = (f"{data.country_iso_code} grid" if data.country_iso_code
+                    else "world-average grid")
+            return float(data.energy_consumed), float(data.emissions), (
+                f"{cls._method}, {grid}")
+
+
+def _new_tracker():
+    try:
+        import codecarbon
+    except ImportError:
+        return None, None
+    # Its notices (unknown CPU model, fallbacks) are not the user's concern; codecarbon's
+    # log_level sets the same level, too late for its first notice.
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    # Offline: no request to a geolocation service. The grid's carbon intensity is the
+    # country in codecarbon's own configuration (CODECARBON_COUNTRY_ISO_CODE or
+    # .codecarbon.config), else its world average.
+    tracker = codecarbon.OfflineEmissionsTracker(
+        save_to_file=False, log_level="error", allow_multiple_runs=True,
+        tracking_mode="process")
+    return tracker, f"codecarbon {codecarbon.__version__}"
+
+
+class CostMeter:
+    """Accumulates what one call costs; :meth:`stop` gives the :class:`ComputeCost`.
+
+    Started when created; :meth:`add` and :meth:`count` record images that went through
+    the network; :meth:`stop` (idempotent) ends the clock and the energy measurement.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None) -> None:
+        self.set_compute(device, dtype)
+        self.n_images = 0
+        self.forward_flops = 0
+        self.backward_flops = 0
+        self._flops = FlopCache()
+        self._cost: ComputeCost | None = None
+        self._energy = _Energy.start()
+        self._start = time.perf_counter()
+
+    def set_compute(self, device: torch.device | str, dtype: torch.dtype | None) -> None:
+        """Where and in which dtype the network runs (known after the call started)."""
+        self.device = str(device)
+        self.precision = str(dtype or torch.float32).removeprefix("torch.")
+
+    def add(self, n_images: int, forward_per_image: int, backward_per_image: int = 0) -> None:
+        """Record ``n_images`` forward (and backward) passes."""
+        self.n_images += int(n_images)
+        self.forward_flops += int(n_images) * int(forward_per_image)
+        self.backward_flops += int(n_images) * int(backward_per_image)
+
+    def count(self, module: nn.Module, batch: torch.Tensor, train: bool) -> None:
+        """Record one pass of ``batch`` (N images, or N x V views) through ``module``."""
+        n_images = batch.shape[:-3].numel()
+        forward, backward = self._flops(module, tuple(batch.shape[-3:]), train)
+        self.add(n_images, forward, backward)
+
+    def stop(self) -> ComputeCost:
+        """End the measurement (once) and return the cost."""
+        if self._cost is None:
+            seconds = time.perf_counter() - self._start
+            energy = _Energy.stop() if self._energy else (None, None, None)
+            self._cost = ComputeCost(seconds, self.n_images, self.forward_flops,
+                                     self.backward_flops, self.device, self.precision,
+                                     *energy)
+        return self._cost
+
+
+class FlopCache:
+    """Per-image FLOPs of modules, counted once per input shape and set of trained parameters.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple, tuple[int, int]] = {}
+
+    def __call__(self, module: nn.Module, input_shape: tuple[int, ...],
+                 train: bool) -> tuple[int, int]:
+        trained = tuple(p.requires_grad for p in module.parameters()) if train else ()
+        key = (id(module), tuple(input_shape), train, trained)
+        if key not in self._counts:
+            self._counts[key] = count_flops(module, input_shape, train=train)
+        return self._counts[key]

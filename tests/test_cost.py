@@ -1,0 +1,140 @@
+"""Compute cost: FLOPs from torch's counter, linear in images, energy when codecarbon is there."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from sktransfer import ComputeCost, FineTuneClassifier, PretrainedFeatureExtractor, _cost
+from sktransfer._cost import count_flops
+
+from .conftest import tiny_cnn
+
+RNG = np.random.default_rng(0)
+X8 = RNG.integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)
+Y8 = np.array(["a", "b"] * 4)
+PREP = {"image_size": 16, "resize_size": 16}
+
+
+def test_forward_flops_match_the_conv_formula_and_torchs_counter():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    forward, backward = count_flops(conv, (3, 16, 16))
+    assert forward == 2 * 3 * 8 * 3 * 3 * 16 * 16  # a multiply-add is 2 FLOPs
+    assert backward == 0  # not training
+
+    net = tiny_cnn()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.rand(4, 3, 16, 16))  # real tensors, real arithmetic
+    assert count_flops(net, (3, 16, 16))[0] == counter.get_total_flops() // 4
+
+
+def test_backward_flops_follow_what_trains():
+    net = tiny_cnn()
+    _, all_trained = count_flops(net, (3, 16, 16), train=True)
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    _, stem_frozen = count_flops(net, (3, 16, 16), train=True)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    _, nothing = count_flops(net, (3, 16, 16), train=True)
+    assert all_trained > stem_frozen > nothing == 0
+    # the real module was not touched: no gradients, weights on the CPU
+    assert all(p.grad is None and p.device.type == "cpu" for p in net.parameters())
+
+
+def test_extractor_cost_grows_linearly_with_images():
+    ext = PretrainedFeatureExtractor(tiny_cnn(), **PREP).fit()
+    assert ext.fit_cost_.n_images == 0
+    ext.transform(X8)
+    one = ext.transform_cost_
+    ext.transform(np.concatenate([X8, X8]))
+    two = ext.transform_cost_
+    assert isinstance(one, ComputeCost)
+    assert (one.n_images, two.n_images) == (8, 16)
+    assert one.forward_flops == 8 * ext.flops_per_image_ > 0
+    assert two.forward_flops == 2 * one.forward_flops
+    assert one.backward_flops == 0
+    assert (one.device, one.precision) == ("cpu", "float32")
+    assert one.wall_time_s > 0
+
+
+def test_layer_taps_count_only_the_layers_run():
+    full = PretrainedFeatureExtractor(tiny_cnn(), **PREP).fit()
+    early = PretrainedFeatureExtractor(tiny_cnn(), layer="2", **PREP).fit()
+    assert 0 < early.flops_per_image_ < full.flops_per_image_
+
+
+def test_cached_images_cost_nothing(tmp_path):
+    ext = PretrainedFeatureExtractor(tiny_cnn(), cache=tmp_path, **PREP).fit()
+    ext.transform(X8[:5])
+    ext.transform(X8)
+    assert ext.transform_cost_.n_images == 3  # five came from the cache
+
+
+def _finetune(**params):
+    defaults = {"max_epochs": 3, "freeze_epochs": 1, "unfreeze": "all",
+                "validation_fraction": 0, "random_state": 0, **PREP}
+    return FineTuneClassifier(tiny_cnn(), **{**defaults, **params})
+
+
+def test_finetune_cost_counts_every_pass_and_scales_with_images():
+    one = _finetune().fit(X8, Y8).fit_cost_
+    two = _finetune().fit(np.concatenate([X8, X8]), np.concatenate([Y8, Y8])).fit_cost_
+    assert one.n_images == 3 * 8  # three epochs
+    assert two.n_images == 2 * one.n_images
+    assert two.forward_flops == 2 * one.forward_flops
+    assert two.backward_flops == 2 * one.backward_flops > 0
+
+
+def test_finetune_cost_counts_validation_and_recalibration():
+    plain = _finetune().fit(X8, Y8).fit_cost_
+    recal = _finetune(batchnorm="recalibrate").fit(X8, Y8).fit_cost_
+    assert recal.n_images == plain.n_images + 8  # one pass over the training images
+    valid = _finetune(validation_fraction=0.25).fit(X8, Y8).fit_cost_
+    assert valid.n_images == 3 * 6 + 3 * 2  # six train, two validation images per epoch
+
+
+def test_frozen_layers_cost_no_backward():
+    head_only = _finetune(unfreeze=0).fit(X8, Y8).fit_cost_
+    every = _finetune().fit(X8, Y8).fit_cost_
+    assert head_only.forward_flops == every.forward_flops
+    assert 0 < head_only.backward_flops < every.backward_flops
+
+
+def test_cost_survives_pickling_without_the_meter():
+    clf = _finetune().fit(X8, Y8)
+    loaded = pickle.loads(pickle.dumps(clf))
+    assert loaded.fit_cost_ == clf.fit_cost_
+    assert loaded.net_.cost_meter is None
+
+
+@pytest.fixture
+def fresh_energy(monkeypatch):
+    """A new process-wide energy tracker for this test."""
+    for name in ("_tracker", "_method", "_failed"):
+        monkeypatch.setattr(_cost._Energy, name, getattr(_cost._Energy, name))
+    monkeypatch.setattr(_cost._Energy, "_tracker", None)
+    monkeypatch.setattr(_cost._Energy, "_failed", False)
+
+
+def test_energy_is_measured_when_codecarbon_is_installed(fresh_energy):
+    pytest.importorskip("codecarbon")  # in the dev extra, so make test runs this
+    cost = _finetune().fit(X8, Y8).fit_cost_
+    assert cost.energy_kwh > 0 and cost.co2_kg > 0
+    assert cost.energy_method.startswith("codecarbon ")
+    assert "Wh" in str(cost)
+
+
+def test_no_energy_without_codecarbon(fresh_energy, monkeypatch):
+    monkeypatch.setitem(sys.modules, "codecarbon", None)  # import fails
+    ext = PretrainedFeatureExtractor(tiny_cnn(), **PREP).fit()
+    ext.transform(X8)
+    cost = ext.transform_cost_
+    assert cost.energy_kwh is None and cost.co2_kg is None and cost.energy_method is None
+    assert cost.n_images == 8  # the rest is still measured
