@@ -105,7 +105,8 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...], *,
     Parameters
     ----------
     module : torch.nn.Module
-        The network; it is not run (a copy on the meta device is) and not changed.
+        The network; it is not run and not changed: a copy on the meta device is (or, when
+        its forward pass needs real values, a CPU copy on an all-zero batch).
     input_shape : tuple of int
         One image's shape, e.g. ``(3, 224, 224)``.
     train : bool, default=False
@@ -119,21 +120,30 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...], *,
     forward_flops, backward_flops : int
         Per image.
     """
+    try:
+        return _count(_meta_copy(module), input_shape, train, forward, "meta")
+    except Exception:
+        # Python in forward that needs real values (x.item(), if x.any()): count on a
+        # CPU copy, run on zeros
+        return _count(copy.deepcopy(module).cpu(), input_shape, train, forward, "cpu")
+
+
+def _count(net: nn.Module, input_shape: tuple[int, ...], train: bool,
+           forward: Callable | None, device: str) -> tuple[int, int]:
     batch = 2  # BatchNorm in training mode needs more than one value per channel
-    net = _meta_copy(module)
     net.train(train)
-    x = torch.zeros((batch, *input_shape), device="meta")
+    x = torch.zeros((batch, *input_shape), device=device)
     trains = train and any(p.requires_grad for p in net.parameters())
     run = forward or (lambda m, batch: m(batch))
     with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(trains):
         out = run(net, x)
-    forward = counter.get_total_flops()
+    forward_flops = counter.get_total_flops()
     backward = 0
     if trains:
         with FlopCounterMode(display=False) as counter:
             _first_tensor(out).float().sum().backward()
         backward = counter.get_total_flops()
-    return forward // batch, backward // batch
+    return forward_flops // batch, backward // batch
 
 
 def _first_tensor(out: object) -> torch.Tensor:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import numbers
 import os
+from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import ProgressBar
 from skorch.helper import predefined_split
@@ -37,6 +40,17 @@ from ._training import (
     default_augmentation,
     tta_views,
 )
+from ._validation import (
+    BACKBONE,
+    NON_NEGATIVE,
+    PATH,
+    POSITIVE,
+    Count,
+    Numbers,
+    StrOptions,
+    fit_context,
+    options,
+)
 from .backbones import load_backbone
 from .images import as_image_source
 
@@ -51,8 +65,32 @@ class BaseFineTuner(BaseEstimator):
     """Shared machinery of the fine-tuning estimators; not for direct use.
 
     Subclasses define ``_encode_targets``, ``_fitted_targets``, ``_loss``, ``_output``
-    (the net's output function) and their ``predict``.
+    (the net's output function) and their ``predict``, and add the constraints of their
+    own parameters to ``_parameter_constraints``.
     """
+
+    _parameter_constraints: dict = {
+        **BACKBONE,
+        "unfreeze": [NON_NEGATIVE, StrOptions({"all"})],
+        "lr": [Numbers(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "lr_decay": [Numbers(Real, 0, 1, closed="right"), None],
+        "schedule": [options(SCHEDULES)],
+        "batchnorm": [options(BATCHNORM_MODES)],
+        "freeze_epochs": [NON_NEGATIVE],
+        "max_epochs": [POSITIVE],
+        "optimizer": [options(OPTIMIZERS)],
+        "weight_decay": [Numbers(Real, 0, None, closed="left")],
+        "validation_fraction": [Numbers(Real, 0, 1, closed="left")],
+        "patience": [POSITIVE],
+        "augment": ["boolean", callable],
+        "tta": ["boolean", Count(1, MAX_TTA_CROPS)],
+        "groups": [list, dict, None],
+        "random_state": ["random_state"],
+        "num_workers": [NON_NEGATIVE],
+        "n_threads": [POSITIVE, None],
+        "checkpoint": [*PATH, None],
+        "callbacks": [list, None],
+    }
 
     # Parameters that do not change what fit learns (left out of checkpoint fingerprints).
     _VOLATILE = {"max_epochs", "patience", "verbose", "callbacks", "num_workers", "device",
@@ -87,6 +125,7 @@ class BaseFineTuner(BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ fit
+    @fit_context
     def fit(self, X: object, y: object, sample_weight: object = None) -> BaseFineTuner:
         """Fine-tune on images ``X`` with targets ``y``.
 
@@ -106,7 +145,7 @@ class BaseFineTuner(BaseEstimator):
         self : object
             The fitted estimator.
         """
-        self._check_params()
+        self._check_params()  # the declared constraints were checked by fit_context
         meter = CostMeter()
         try:
             with _runtime.torch_threads(self.n_threads):
@@ -135,10 +174,8 @@ class BaseFineTuner(BaseEstimator):
         ckpt_path, meta, checkpoint = self._checkpoint(source, targets, weights)
         if checkpoint is not None:
             seed = checkpoint["meta"]["seed"]
-        elif self.random_state is not None:
-            seed = self.random_state
         else:
-            seed = int(np.random.default_rng().integers(2**31))
+            seed = self._seed()
         meta["seed"] = seed
         fork = [] if device.type != "cuda" else [device]
         backbone = self._backbone(seed, fork)
@@ -202,6 +239,12 @@ class BaseFineTuner(BaseEstimator):
             raise KeyboardInterrupt
         return self
 
+    def _seed(self) -> int:
+        """The fit's seed: ``random_state`` itself when an int, else drawn from it."""
+        if _is_int(self.random_state):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(2**31 - 1))
+
     def _backbone(self, seed: int, fork: list):
         with torch.random.fork_rng(devices=fork):
             torch.manual_seed(seed)
@@ -253,6 +296,7 @@ class BaseFineTuner(BaseEstimator):
             lowest smoothed loss; fastai's "valley" suggestion is reported beside it) and a
             ``plot()`` method.
         """
+        self._validate_params()
         self._check_params()
         if not 0 < start_lr < end_lr:
             raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr!r}, {end_lr!r}")
@@ -261,8 +305,7 @@ class BaseFineTuner(BaseEstimator):
         with _runtime.torch_threads(self.n_threads):
             source, targets, info, weights = self._prepare(X, y, sample_weight)
             device = _runtime.resolve_device(self.device)
-            seed = self.random_state if self.random_state is not None else int(
-                np.random.default_rng().integers(2**31))
+            seed = self._seed()
             fork = [] if device.type != "cuda" else [device]
             backbone = self._backbone(seed, fork)
             dataset = ImageDataset(source, backbone.preprocessing, targets, None,
@@ -335,57 +378,22 @@ class BaseFineTuner(BaseEstimator):
 
     # ------------------------------------------------------------------ internals
     def _check_tta(self) -> None:
-        tta = self.tta
-        if not (isinstance(tta, bool) or (_is_int(tta) and 1 <= tta <= MAX_TTA_CROPS)):
-            raise ValueError(f"tta must be True, False or a number of crops in "
-                             f"1..{MAX_TTA_CROPS}, got {tta!r}")
+        """``tta`` is read at predict time too: it may have been set after fit."""
+        validate_parameter_constraints(
+            {"tta": self._parameter_constraints["tta"]}, {"tta": self.tta},
+            caller_name=type(self).__name__)
 
     def _check_params(self) -> None:
-        unfreeze = self.unfreeze
-        if not (unfreeze == "all" or (_is_int(unfreeze) and unfreeze >= 0)):
-            raise ValueError(f"unfreeze must be a non-negative integer or 'all', got {unfreeze!r}")
-        if self.lr_decay is not None and (not isinstance(self.lr_decay, numbers.Real)
-                                          or not 0 < self.lr_decay <= 1):
-            raise ValueError(f"lr_decay must be None or in (0, 1], got {self.lr_decay!r}")
-        if not (self.lr == "auto" or (isinstance(self.lr, numbers.Real)
-                                      and not isinstance(self.lr, bool) and self.lr > 0)):
-            raise ValueError(f"lr must be positive or 'auto', got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got "
-                             f"{self.schedule!r}")
-        if self.batchnorm not in BATCHNORM_MODES:
-            raise ValueError(f"batchnorm must be one of {list(BATCHNORM_MODES)}, got "
-                             f"{self.batchnorm!r}")
-        if not _is_int(self.freeze_epochs) or self.freeze_epochs < 0:
-            raise ValueError(f"freeze_epochs must be a non-negative integer, got "
-                             f"{self.freeze_epochs!r}")
-        for name in ("max_epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.unfreeze not in (0,) and self.freeze_epochs >= self.max_epochs:
+        """What the declared constraints cannot say: checks across parameters."""
+        if self.unfreeze != 0 and self.freeze_epochs >= self.max_epochs:
             raise ValueError(
                 f"freeze_epochs={self.freeze_epochs} leaves no epoch to train the unfrozen "
                 f"groups within max_epochs={self.max_epochs}"
             )
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
-                             f"{self.optimizer!r}")
-        if not (isinstance(self.augment, bool) or callable(self.augment)):
-            raise ValueError(f"augment must be True, False or a callable, got {self.augment!r}")
-        self._check_tta()
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got "
-                             f"{self.precision!r} (float16 training needs loss scaling)")
-        if self.n_threads is not None and (not _is_int(self.n_threads) or self.n_threads < 1):
-            raise ValueError(f"n_threads must be None or a positive integer, got "
-                             f"{self.n_threads!r}")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer, got "
-                             f"{self.num_workers!r}")
+        if self.precision == "float16":
+            raise ValueError("precision='float16' is not available for training (it needs "
+                             "loss scaling); use 'bfloat16', 'float32' or 'auto'")
+        _runtime.resolve_device(self.device)
 
     def _make_net(self, module: TransferNet, groups, info: dict, device: torch.device,
                   callbacks: list, lr: float, train_split=None) -> AmpNet:
@@ -398,8 +406,8 @@ class BaseFineTuner(BaseEstimator):
             optimizer__weight_decay=self.weight_decay,
             **({"optimizer__momentum": 0.9} if self.optimizer == "sgd" else {}),
             lr=lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
+            max_epochs=int(self.max_epochs),
+            batch_size=int(self.batch_size),  # torch's DataLoader refuses NumPy integers
             iterator_train__shuffle=True,
             iterator_train__num_workers=self.num_workers,
             iterator_valid__num_workers=self.num_workers,

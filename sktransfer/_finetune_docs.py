@@ -76,11 +76,13 @@ model : str or torch.nn.Module, default="efficientnet_b0"
         ``"auto"`` picks cuda, then mps, then cpu.
     precision : {"auto", "float32", "bfloat16"}, default="auto"
         Autocast dtype of forward passes; ``"auto"`` is bf16 on GPUs that support it and
-        float32 elsewhere. (float16 training would need loss scaling, so it is refused.)
-    random_state : int, default=None
-        Seed for head initialisation, shuffling, the validation split and augmentation.
-        On the CPU, equal seeds and equal thread counts give identical models (see
-        ``n_threads``). The global torch RNG is left as is.
+        on CPUs that compute it in hardware (AVX-512 BF16, AMX, Arm BF16), float32
+        elsewhere. (float16 training would need loss scaling, so it is refused.)
+    random_state : int, RandomState instance or None, default=None
+        Seed for head initialisation, shuffling, the validation split and augmentation
+        (a RandomState instance or None draws the seed from it, or from NumPy's global
+        generator). On the CPU, equal seeds and equal thread counts give identical models
+        (see ``n_threads``). The global torch RNG is left as is.
     num_workers : int, default=0
         DataLoader worker processes decoding and augmenting images during training and
         prediction; 0 does it in the main process.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Mapping
 
 import torch
 
@@ -37,11 +39,54 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+# CPU features that compute bfloat16 in hardware: x86 AVX-512 BF16 and AMX-BF16
+# (Cooper Lake, Sapphire Rapids and later Xeons; AMD Zen 4 and later), Arm BF16 (Neoverse
+# V1/N2 and later: Graviton 3/4, Grace...).
+NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+
+
+@functools.cache
+def cpu_features() -> Mapping[str, object]:
+    """The CPU's features as torch detects them (cpuinfo), or the OS's CPU flags.
+
+    ``torch.cpu.get_capabilities()`` where this torch has it; otherwise the ``flags``
+    (x86) or ``Features`` (Arm) line of ``/proc/cpuinfo`` on Linux; empty elsewhere.
+    """
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        try:
+            return dict(get())
+        except RuntimeError:
+            pass
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return dict.fromkeys(value.split(), True)
+    except OSError:
+        pass
+    return {}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (see ``NATIVE_BF16_FEATURES``).
+
+    oneDNN's own query (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it
+    also answers yes for AVX-512 CPUs without BF16 instructions, where oneDNN converts to
+    float32 and bfloat16 autocast was measured slower than float32 (see
+    :doc:`/performance`).
+    """
+    features = cpu_features()
+    return any(bool(features.get(name)) for name in NATIVE_BF16_FEATURES)
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, or None for full float32.
 
-    ``"auto"`` means bfloat16 on GPUs that support it, float16 on other GPUs, and float32
-    on the CPU (where autocast is slower than float32 for convolutions).
+    ``"auto"`` means bfloat16 on GPUs that support it, float16 on other GPUs, bfloat16 on
+    CPUs that compute it in hardware (:func:`cpu_has_native_bf16`) and float32 on other
+    CPUs, where emulated bfloat16 is slower than float32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -52,7 +97,7 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "mps":
             return torch.float16
-        return None
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     return torch.bfloat16 if precision == "bfloat16" else torch.float16
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .io import atomic_write
 
 _MAGIC = b"SKTE1"  # format tag of an entry file: magic, uint32 length, float32 data
 
@@ -99,18 +100,9 @@ class EmbeddingCache:
 
     def put(self, key: str, vector: np.ndarray) -> None:
         """Store atomically: readers see the old entry or the complete new one."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = (_MAGIC + self.n_features.to_bytes(4, "little")
                    + np.asarray(vector, dtype="<f4").tobytes())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._path(key), lambda tmp: tmp.write_bytes(payload), fsync=False)
 
 
 def cache_directory(cache: object) -> Path | None:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from . import _runtime
 from ._cost import CostMeter, count_flops
+from ._validation import BACKBONE, CACHE, POSITIVE, fit_context
 from .backbones import DEFAULT_MODEL, load_backbone, pool_features
 from .cache import EmbeddingCache, cache_directory, content_bytes, fingerprint
 from .images import ImageSource, as_image_source, iter_batches
@@ -58,8 +59,9 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
     device : str or torch.device, default="auto"
         ``"auto"`` picks cuda, then mps, then cpu.
     precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
-        Autocast dtype; ``"auto"`` uses mixed precision on GPUs and float32 on the CPU.
-        The output is float32 in every case.
+        Autocast dtype; ``"auto"`` uses mixed precision on GPUs and on CPUs that compute
+        bfloat16 in hardware (AVX-512 BF16, AMX, Arm BF16), float32 on other CPUs. The
+        output is float32 in every case; the embedding cache keys include the dtype.
     image_size : int, default=None
         Side of the square centre crop fed to the network; ``None`` uses the weights'
         own (224 for most ImageNet models). The resize keeps the weights' resize/crop ratio.
@@ -113,6 +115,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         model: str | nn.Module = DEFAULT_MODEL,
+        *,
         weights: str | os.PathLike | None = "DEFAULT",
         layer: str | list[str] | None = None,
         batch_size: int = 32,
@@ -143,6 +146,15 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ sklearn API
+    _parameter_constraints: dict = {
+        **BACKBONE,
+        "layer": [str, list, None],
+        "n_jobs": [POSITIVE, None],
+        "compile": ["boolean"],
+        "cache": CACHE,
+    }
+
+    @fit_context
     def fit(self, X: object = None, y: object = None) -> PretrainedFeatureExtractor:
         """Load the pretrained network; nothing is learned from ``X``.
 
@@ -258,14 +270,7 @@ class PretrainedFeatureExtractor(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ internals
     def _check_params(self) -> None:
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.n_jobs is not None and (not isinstance(self.n_jobs, int) or self.n_jobs < 1):
-            raise ValueError(f"n_jobs must be None or a positive integer, got {self.n_jobs!r}")
-        if self.precision not in _runtime.PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {_runtime.PRECISIONS}, got {self.precision!r}"
-            )
+        """What the declared constraints cannot say (they were checked by fit_context)."""
         _runtime.resolve_device(self.device)
         layers = self._layers()
         if layers is not None and (not layers or not all(isinstance(x, str) for x in layers)):

@@ -6,18 +6,19 @@ scikit-learn's multilabel convention) classification.
 
 from __future__ import annotations
 
-import numbers
 import os
+from numbers import Real
 
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from torch import nn
 
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
 from ._training import WeightedLoss, sigmoid_views, softmax_views
+from ._validation import Numbers, StrOptions
 from .backbones import DEFAULT_MODEL
 
 
@@ -99,6 +100,12 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     ):
         self._store_params(locals())
 
+    _parameter_constraints: dict = {
+        **BaseFineTuner._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "label_smoothing": [Numbers(Real, 0, 1, closed="left")],
+    }
+
     # ------------------------------------------------------------------ predict
     def predict_proba(self, X: object) -> np.ndarray:
         """Class probabilities (rows sum to 1), or per-label probabilities (multi-label).
@@ -129,15 +136,6 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         return tags
 
     # ------------------------------------------------------------------ targets
-    def _check_params(self) -> None:
-        super()._check_params()
-        cw = self.class_weight
-        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-        ls = self.label_smoothing
-        if not isinstance(ls, numbers.Real) or not 0 <= ls < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {ls!r}")
-
     def _encode_targets(self, y: object, n_samples: int) -> tuple[np.ndarray, dict]:
         if y is None:
             raise ValueError("FineTuneClassifier needs labels y")
@@ -159,6 +157,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         except TypeError:
             kinds = sorted({type(v).__name__ for v in y})
             raise ValueError(f"y mixes label types {kinds}; use one type") from None
+        check_classification_targets(y)  # continuous floats are not labels
         if len(classes) < 2:
             raise ValueError(f"y has a single class '{classes[0]}'; need at least 2")
         encoded = np.searchsorted(classes, y).astype(np.int64)

@@ -11,6 +11,7 @@ from torch import nn
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
 from ._training import WeightedLoss, mean_views
+from ._validation import options
 from .backbones import DEFAULT_MODEL
 
 LOSSES = ("mse", "huber")
@@ -86,6 +87,11 @@ class FineTuneRegressor(RegressorMixin, BaseFineTuner):
     ):
         self._store_params(locals())
 
+    _parameter_constraints: dict = {
+        **BaseFineTuner._parameter_constraints,
+        "loss": [options(LOSSES)],
+    }
+
     def predict(self, X: object) -> np.ndarray:
         """Predicted targets, in the units of ``y``.
 
@@ -100,11 +106,6 @@ class FineTuneRegressor(RegressorMixin, BaseFineTuner):
         return out[:, 0] if self.y_1d_ else out
 
     # ------------------------------------------------------------------ targets
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
-
     def _encode_targets(self, y: object, n_samples: int) -> tuple[np.ndarray, dict]:
         if y is None:
             raise ValueError("FineTuneRegressor needs targets y")

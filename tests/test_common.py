@@ -134,6 +134,7 @@ def test_tags_are_honest_about_image_input(case):
         sk_checks.check_estimator_repr,
         sk_checks.check_mixin_order,
         sk_checks.check_estimator_tags_renamed,
+        sk_checks.check_param_validation,
     ],
     ids=lambda c: c.__name__,
 )

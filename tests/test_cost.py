@@ -34,6 +34,23 @@ def test_forward_flops_match_the_conv_formula_and_torchs_counter():
     assert count_flops(net, (3, 16, 16))[0] == counter.get_total_flops() // 4
 
 
+class _DataDependent(nn.Module):
+    """A forward pass that reads values (cannot run on the meta device)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_cnn()
+
+    def forward(self, x):
+        return self.net(x) * (2.0 if x.sum().item() > 0 else 1.0)
+
+
+def test_forward_that_reads_values_is_counted_on_a_cpu_copy():
+    module = _DataDependent()
+    assert count_flops(module, (3, 16, 16)) == count_flops(module.net, (3, 16, 16))
+    assert count_flops(module, (3, 16, 16), train=True)[1] > 0
+
+
 def test_backward_flops_follow_what_trains():
     net = tiny_cnn()
     _, all_trained = count_flops(net, (3, 16, 16), train=True)
@@ -49,7 +66,7 @@ def test_backward_flops_follow_what_trains():
 
 
 def test_extractor_cost_grows_linearly_with_images():
-    ext = PretrainedFeatureExtractor(tiny_cnn(), **PREP).fit()
+    ext = PretrainedFeatureExtractor(tiny_cnn(), precision="float32", **PREP).fit()
     assert ext.fit_cost_.n_images == 0
     ext.transform(X8)
     one = ext.transform_cost_

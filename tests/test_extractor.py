@@ -107,9 +107,9 @@ def test_progress_bar_when_verbose(tiny_model, rgb_uint8, capsys):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"n_jobs": 0}, "n_jobs must be None or a positive integer"),
-        ({"precision": "int8"}, "precision must be one of"),
+        ({"batch_size": 0}, r"'batch_size' parameter .* int in the range \[1, inf\)"),
+        ({"n_jobs": 0}, "'n_jobs' parameter .* or None. Got 0"),
+        ({"precision": "int8"}, "'precision' parameter .* Got 'int8'"),
         ({"device": "tpu"}, "Invalid device 'tpu'"),
         ({"layer": []}, "layer must be None"),
     ],

@@ -140,7 +140,7 @@ def test_bad_targets_fail_at_fit(y, message):
 
 
 def test_bad_loss_fails_at_fit():
-    with pytest.raises(ValueError, match="loss must be one of"):
+    with pytest.raises(ValueError, match="'loss' parameter of FineTuneRegressor"):
         toy(loss="l1").fit(X_TOY, Y_TOY)
 
 

@@ -97,7 +97,7 @@ def test_schedule_factor_edges():
 
 
 def test_invalid_schedule_and_batchnorm_fail_at_fit():
-    with pytest.raises(ValueError, match="schedule must be one of"):
+    with pytest.raises(ValueError, match="'schedule' parameter"):
         toy(schedule="step").fit(X_TOY, Y_TOY)
-    with pytest.raises(ValueError, match="batchnorm must be one of"):
+    with pytest.raises(ValueError, match="'batchnorm' parameter"):
         toy(batchnorm="eval").fit(X_TOY, Y_TOY)

@@ -1,0 +1,88 @@
+"""precision="auto": bfloat16 on CPUs that compute it in hardware, float32 on the others."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _runtime
+
+from .conftest import tiny_cnn
+
+CPU = torch.device("cpu")
+X = np.random.default_rng(0).integers(0, 256, size=(6, 18, 18, 3), dtype=np.uint8)
+PREP = {"image_size": 16, "resize_size": 16}
+
+
+@pytest.fixture
+def cpu_with(monkeypatch):
+    """Pretend the CPU has exactly the given features."""
+
+    def set_features(**features):
+        monkeypatch.setattr(_runtime, "cpu_features", lambda: features)
+
+    return set_features
+
+
+@pytest.mark.parametrize("feature", ["avx512_bf16", "amx_bf16", "bf16", "sve_bf16"])
+def test_auto_is_bfloat16_on_cpus_with_native_bf16(cpu_with, feature):
+    cpu_with(avx512_f=True, **{feature: True})
+    assert _runtime.cpu_has_native_bf16()
+    assert _runtime.autocast_dtype(CPU, "auto") == torch.bfloat16
+
+
+@pytest.mark.parametrize("features", [{}, {"avx512_f": True, "avx512_bw": True,
+                                           "avx512_vnni": True, "avx512_bf16": False}])
+def test_auto_is_float32_on_other_cpus(cpu_with, features):
+    cpu_with(**features)
+    assert not _runtime.cpu_has_native_bf16()
+    assert _runtime.autocast_dtype(CPU, "auto") is None
+    assert _runtime.autocast_dtype(CPU, "bfloat16") == torch.bfloat16  # asked for: given
+
+
+def test_cpu_features_fall_back_to_proc_cpuinfo(monkeypatch, tmp_path):
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+    _runtime.cpu_features.cache_clear()
+    try:
+        assert _runtime.cpu_features()["avx512_bf16"] is True
+        assert _runtime.cpu_has_native_bf16()
+    finally:
+        _runtime.cpu_features.cache_clear()
+
+
+def test_torch_reports_this_machines_features():
+    features = _runtime.cpu_features()
+    assert features, "neither torch nor /proc/cpuinfo told the CPU's features"
+    assert isinstance(_runtime.cpu_has_native_bf16(), bool)
+
+
+def test_auto_bf16_embeds_in_float32_close_to_float32(cpu_with, tmp_path):
+    cpu_with(avx512_bf16=True)
+    auto = PretrainedFeatureExtractor(tiny_cnn(), cache=tmp_path, **PREP).fit()
+    full = PretrainedFeatureExtractor(tiny_cnn(), precision="float32", **PREP).fit()
+    a, f = auto.transform(X), full.transform(X)
+    assert a.dtype == np.float32
+    assert auto.transform_cost_.precision == "bfloat16"
+    assert not np.array_equal(a, f)  # it did compute in bfloat16
+    cos = (a * f).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(f, axis=1)
+    assert cos.min() > 0.99
+    # the cache keys include the compute dtype: float32 results are not served from it
+    cached = PretrainedFeatureExtractor(tiny_cnn(), cache=tmp_path, precision="float32",
+                                        **PREP).fit()
+    np.testing.assert_array_equal(cached.transform(X), f)
+    assert cached.transform_cost_.n_images == len(X)
+
+
+def test_auto_bf16_fine_tunes_under_autocast(cpu_with):
+    cpu_with(amx_bf16=True)
+    clf = FineTuneClassifier(tiny_cnn(), max_epochs=2, unfreeze=1, random_state=0,
+                             **PREP).fit(X, [0, 1] * 3)
+    assert clf.net_.amp_dtype == torch.bfloat16
+    assert clf.fit_cost_.precision == "bfloat16"
+    assert clf.predict_proba(X).dtype == np.float32
