@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import numbers
 import os
-from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import ProgressBar
 from skorch.helper import predefined_split
@@ -48,6 +46,7 @@ from ._validation import (
     Count,
     Numbers,
     StrOptions,
+    check_param,
     fit_context,
     options,
 )
@@ -72,15 +71,15 @@ class BaseFineTuner(BaseEstimator):
     _parameter_constraints: dict = {
         **BACKBONE,
         "unfreeze": [NON_NEGATIVE, StrOptions({"all"})],
-        "lr": [Numbers(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "lr_decay": [Numbers(Real, 0, 1, closed="right"), None],
+        "lr": [Numbers(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "lr_decay": [Numbers(numbers.Real, 0, 1, closed="right"), None],
         "schedule": [options(SCHEDULES)],
         "batchnorm": [options(BATCHNORM_MODES)],
         "freeze_epochs": [NON_NEGATIVE],
         "max_epochs": [POSITIVE],
         "optimizer": [options(OPTIMIZERS)],
-        "weight_decay": [Numbers(Real, 0, None, closed="left")],
-        "validation_fraction": [Numbers(Real, 0, 1, closed="left")],
+        "weight_decay": [Numbers(numbers.Real, 0, None, closed="left")],
+        "validation_fraction": [Numbers(numbers.Real, 0, 1, closed="left")],
         "patience": [POSITIVE],
         "augment": ["boolean", callable],
         "tta": ["boolean", Count(1, MAX_TTA_CROPS)],
@@ -379,9 +378,7 @@ class BaseFineTuner(BaseEstimator):
     # ------------------------------------------------------------------ internals
     def _check_tta(self) -> None:
         """``tta`` is read at predict time too: it may have been set after fit."""
-        validate_parameter_constraints(
-            {"tta": self._parameter_constraints["tta"]}, {"tta": self.tta},
-            caller_name=type(self).__name__)
+        check_param(self, "tta")
 
     def _check_params(self) -> None:
         """What the declared constraints cannot say: checks across parameters."""

@@ -17,11 +17,16 @@ from numbers import Integral
 
 import torch
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from torch import nn
 
 __all__ = ["BACKBONE", "CACHE", "NON_NEGATIVE", "PATH", "POSITIVE", "Count", "Interval",
-           "Numbers", "StrOptions", "fit_context", "options"]
+           "Numbers", "StrOptions", "check_param", "fit_context", "options"]
 
 
 class Numbers(Interval):
@@ -36,6 +41,13 @@ class Count(Numbers):
 
     def __init__(self, left: int, right: int | None = None):
         super().__init__(Integral, left, right, closed="both" if right is not None else "left")
+
+
+def check_param(estimator, name: str) -> None:
+    """Check one declared parameter outside ``fit`` (one read again at predict time)."""
+    validate_parameter_constraints(
+        {name: estimator._parameter_constraints[name]}, {name: getattr(estimator, name)},
+        caller_name=type(estimator).__name__)
 
 
 def fit_context(method):
