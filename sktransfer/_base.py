@@ -7,10 +7,12 @@ and adds its own parameters' constraints, its fit, and its export/restore pair.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
 from . import _runtime
+from ._dask import lazy_call
 from ._validation import BACKBONE
 from .backbones import Backbone, load_backbone
 
@@ -45,6 +47,14 @@ class ImageEstimator(BaseEstimator):
     def _compute_dtype(self, device: torch.device) -> torch.dtype | None:
         """The autocast dtype ``precision`` means on ``device`` (None: float32)."""
         return _runtime.autocast_dtype(device, self.precision)
+
+    def _output_meta(self, method: str) -> np.ndarray:
+        """An empty array with the dtype and trailing shape of ``method``'s output."""
+        raise NotImplementedError
+
+    def _lazy(self, X: object, method: str) -> object:
+        """``method`` over the Dask collection ``X``: a lazy dask array (see ``_dask``)."""
+        return lazy_call(self, X, method, self._output_meta(method))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

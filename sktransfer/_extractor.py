@@ -16,6 +16,7 @@ from . import _runtime
 from ._base import ImageEstimator
 from ._cache import EmbeddingCache, cache_directory, content_bytes, fingerprint
 from ._cost import CostMeter, count_flops
+from ._dask import is_dask_collection
 from ._validation import CACHE, POSITIVE, fit_context
 from .backbones import DEFAULT_MODEL, pool_features
 from .images import ImageSource, Preprocessing, as_image_source, iter_batches
@@ -196,15 +197,20 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         self.flops_per_image_, _ = count_flops(backbone.body, (3, size, size),
                                                forward=self._forward)
         if cache_directory(self.cache) is not None:
-            prep = backbone.preprocessing
-            # Named weights identify themselves; any other network is hashed tensor by tensor.
-            weights = backbone.weights_id or backbone.body.state_dict()
-            self.model_fingerprint_ = fingerprint(
-                type(backbone.body.net).__qualname__, repr(backbone.body.net), weights,
-                self._layers(), prep.resize_size, prep.crop_size, prep.mean, prep.std,
-                str(prep.interpolation),
-            )
+            self.model_fingerprint_ = self._fingerprint()
         return self
+
+    def _fingerprint(self) -> str:
+        """A digest of everything but the image and the dtype that changes an embedding."""
+        backbone = self.backbone_
+        prep = backbone.preprocessing
+        # Named weights identify themselves; any other network is hashed tensor by tensor.
+        weights = backbone.weights_id or backbone.body.state_dict()
+        return fingerprint(
+            type(backbone.body.net).__qualname__, repr(backbone.body.net), weights,
+            self._layers(), prep.resize_size, prep.crop_size, prep.mean, prep.std,
+            str(prep.interpolation),
+        )
 
     def fit_transform(self, X: object, y: object = None, **fit_params: object) -> np.ndarray:
         """Load the network, then embed ``X``; ``fit_cost_`` covers both.
@@ -249,14 +255,19 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         ----------
         X : images
             Paths, PIL images, arrays (uint8 NHWC/NHW, float NCHW in [0, 1]), tensors or a
-            pandas Series/one-column DataFrame of any of these.
+            pandas Series/one-column DataFrame of any of these; or a Dask collection of
+            them (dask Array of images, dask Series/one-column DataFrame or Bag of paths).
 
         Returns
         -------
         embeddings : ndarray of shape (n_samples, ``n_features_out_``), dtype float32
-            One embedding per image, in the order of ``X``.
+            One embedding per image, in the order of ``X``. For a Dask collection, a lazy
+            ``dask.array.Array`` computed partition by partition on the active scheduler
+            (see the user guide's "Scaling out" page); ``transform_cost_`` is then not set.
         """
         check_is_fitted(self, "backbone_")
+        if is_dask_collection(X):
+            return self._lazy(X, "transform")
         source = as_image_source(X)
         device = self._device()
         meter = CostMeter(device, self._compute_dtype(device))
@@ -295,6 +306,10 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         for layer, size in zip(self._layers(), self._layer_sizes_, strict=True):
             names.extend(f"{layer}_{i}" for i in range(size))
         return np.asarray(names, dtype=object)
+
+    def _output_meta(self, method: str) -> np.ndarray:
+        """An empty array shaped and typed like ``method``'s output (for Dask)."""
+        return np.empty((0, self.n_features_out_), dtype=np.float32)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

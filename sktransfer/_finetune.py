@@ -14,9 +14,10 @@ from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
+from ._dask import is_dask_collection
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
 from ._training import WeightedLoss, sigmoid_views, softmax_views
@@ -147,7 +148,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes), dtype float32
-            Columns in the order of ``classes_``.
+            Columns in the order of ``classes_``. A lazy ``dask.array.Array`` for a Dask
+            collection ``X``.
         """
         return self._predict_outputs(X)
 
@@ -163,12 +165,24 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         Returns
         -------
         labels : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Labels from ``classes_`` (in the type of ``y``), or 0/1 per label.
+            Labels from ``classes_`` (in the type of ``y``), or 0/1 per label. A lazy
+            ``dask.array.Array`` for a Dask collection ``X``.
         """
+        if is_dask_collection(X):
+            check_is_fitted(self, "net_")
+            return self._lazy(X, "predict")
         proba = self.predict_proba(X)  # checks that the estimator is fitted
         if self.multilabel_:
             return (proba >= 0.5).astype(np.int64)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def _output_meta(self, method: str) -> np.ndarray:
+        """An empty array shaped and typed like ``method``'s output (for Dask)."""
+        if method == "predict_proba":
+            return np.empty((0, len(self.classes_)), dtype=np.float32)
+        if self.multilabel_:
+            return np.empty((0, len(self.classes_)), dtype=np.int64)
+        return np.empty(0, dtype=self.classes_.dtype)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

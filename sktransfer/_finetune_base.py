@@ -26,6 +26,7 @@ from . import _runtime
 from ._base import ImageEstimator
 from ._batchnorm import BatchNormRecalibration, recalibrate
 from ._cost import ComputeCost, CostMeter
+from ._dask import is_dask_collection
 from ._lr_finder import LRFindResult, range_test
 from ._plan import GroupPlan, trained_after_warmup, training_plan
 from ._resume import TrainingState, fit_fingerprint, read_checkpoint
@@ -331,6 +332,8 @@ class BaseFineTuner(ImageEstimator):
     def _predict_outputs(self, X: object) -> np.ndarray:
         """The net's outputs after its output function, test-time views averaged."""
         check_is_fitted(self, "net_")
+        if is_dask_collection(X):
+            return self._lazy(X, "predict_proba")
         self._check_tta()
         source = as_image_source(X)
         dataset = ImageDataset(source, self.preprocessing_, views=tta_views(self.tta))

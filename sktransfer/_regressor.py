@@ -6,8 +6,10 @@ import os
 
 import numpy as np
 from sklearn.base import RegressorMixin
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._dask import is_dask_collection
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
 from ._training import WeightedLoss, mean_views
@@ -122,10 +124,18 @@ class FineTuneRegressor(RegressorMixin, BaseFineTuner):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets), dtype float64
-            1-D when ``y`` was 1-D.
+            1-D when ``y`` was 1-D. A lazy ``dask.array.Array`` for a Dask collection
+            ``X``.
         """
+        if is_dask_collection(X):
+            check_is_fitted(self, "net_")
+            return self._lazy(X, "predict")
         out = self._predict_outputs(X).astype(np.float64) * self.y_scale_ + self.y_mean_
         return out[:, 0] if self.y_1d_ else out
+
+    def _output_meta(self, method: str) -> np.ndarray:
+        """An empty array shaped and typed like ``method``'s output (for Dask)."""
+        return np.empty((0,) if self.y_1d_ else (0, self.n_targets_), dtype=np.float64)
 
     # ------------------------------------------------------------------ targets
     def _encode_targets(self, y: object, n_samples: int) -> tuple[np.ndarray, dict]:

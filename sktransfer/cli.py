@@ -93,9 +93,16 @@ def cmd_extract(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".csv", ".parquet"):
         raise CliError(f"--out {out}: use a .npy, .csv or .parquet file name")
+    if args.dask is not None and out.suffix != ".parquet":
+        raise CliError(f"--out {out}: --dask writes a partitioned parquet dataset; use a "
+                       ".parquet name")
+    if args.partition_size < 1:
+        raise CliError(f"--partition-size {args.partition_size}: must be at least 1")
     extractor = PretrainedFeatureExtractor(
         **backbone_params(args), layer=args.layer, verbose=not args.quiet, **_device_params(args)
     ).fit()
+    if args.dask is not None:
+        return _extract_on_dask(args, extractor, [str(p) for p in paths], labels, out)
     embeddings = extractor.transform([str(p) for p in paths])
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
@@ -112,6 +119,26 @@ def cmd_extract(args) -> int:
         frame.insert(0, "path", [str(p) for p in paths])
         frame.to_csv(out, index=False) if out.suffix == ".csv" else frame.to_parquet(out)
         print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {out}")
+    return EXIT_OK
+
+
+def _extract_on_dask(args, extractor, paths: list[str], labels: list[str], out: Path) -> int:
+    try:
+        from ._parquet_job import extract_to_parquet
+        from .dask import connect
+    except ImportError as exc:
+        raise CliError(f"--dask needs Dask: pip install 'sktransfer[dask]' ({exc})") from None
+    try:
+        client = connect(args.dask)
+    except OSError as exc:
+        raise CliError(str(exc)) from None
+    with client:
+        computed, found = extract_to_parquet(
+            extractor, paths, labels, out, client, partition_size=args.partition_size,
+            progress=not args.quiet)
+    resumed = f"; {found} were already written" if found else ""
+    print(f"wrote {len(paths)} x {extractor.n_features_out_} embeddings to {out} "
+          f"({computed + found} parquet parts{resumed})")
     return EXIT_OK
 
 
@@ -364,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output: .npy, .csv or .parquet")
     p.add_argument("--layer", action="append", default=None,
                    help="intermediate layer to pool (repeat for several)")
+    p.add_argument("--dask", default=None, metavar="SPEC",
+                   help="run on Dask: local:N (a local cluster of N worker processes) or a "
+                        "scheduler address (tcp://host:8786); writes -o NAME.parquet as a "
+                        "partitioned dataset and resumes a stopped run (needs "
+                        "sktransfer[dask])")
+    p.add_argument("--partition-size", type=int, default=512,
+                   help="with --dask: images per task and per part file (default: 512)")
     _add_backbone_options(p)
     p.set_defaults(func=cmd_extract)
 
@@ -437,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = ""
         if getattr(args, "checkpoint", None):
             hint = f"; run the same command again to resume from {args.checkpoint}"
+        elif getattr(args, "dask", None):
+            hint = f"; run the same command again to resume from the parts in {args.out}"
         print(f"sktransfer {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 

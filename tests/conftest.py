@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,29 @@ def cached_mobilenet(torch_home: Path) -> Path:
 
 def has_cuda() -> bool:
     return torch.cuda.is_available()
+
+
+class SlowCountingCNN(nn.Module):
+    """tiny_cnn that sleeps ``delay`` seconds per batch and counts the images it embeds.
+
+    Importable by Dask workers (``tests.conftest``): the count is per process, so a test
+    reads each worker's with ``client.run``.
+    """
+
+    seen = 0
+
+    def __init__(self, delay: float = 0.0, seed: int = 0):
+        super().__init__()
+        self.delay = delay
+        self.net = tiny_cnn(seed=seed)
+
+    def forward(self, x):
+        if x.any():  # the all-zero probes run at fit to size the output do not count
+            type(self).seen += len(x)
+            time.sleep(self.delay)
+        return self.net(x)
+
+
+def slow_cnn() -> SlowCountingCNN:
+    """A factory for the command line: 0.3 s per batch."""
+    return SlowCountingCNN(delay=0.3)

@@ -1,0 +1,214 @@
+"""Fitted estimators over Dask collections: lazy, one task per partition, the fitted
+estimator shipped to each worker once.
+
+How a call runs: the client pickles the fitted estimator (weights included, so workers
+need no download and no ``TORCH_HOME``) into one graph key; every partition's task
+depends on it, so a worker fetches those bytes once and unpickles them once per process
+(a memo keyed by a content token). On a worker, PyTorch runs with as many threads as the
+worker has and one model call at a time (see :func:`_load`). Dask itself is imported only
+here, when a Dask collection is passed: the single-machine path never needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import ImageInputError
+
+_MEMO: OrderedDict[str, object] = OrderedDict()  # token -> unpickled estimator
+_MEMO_SIZE = 2  # estimators kept per process (e.g. an extractor and a classifier)
+_MEMO_LOCK = threading.Lock()
+_CALL_LOCK = threading.Lock()  # one model call per process: it uses all the worker's threads
+LOADS: dict[str, int] = {}  # token -> times unpickled in this process (tests count them)
+
+
+def is_dask_collection(X: object) -> bool:
+    """Whether ``X`` is a Dask collection (checked without importing Dask)."""
+    return type(X).__module__.startswith("dask") and hasattr(X, "__dask_graph__")
+
+
+# --------------------------------------------------------------------------- client side
+class _Pickler(pickle.Pickler):
+    """Pickles estimators without their cost records (``fit_cost_``, ``transform_cost_``).
+
+    They change with every local call and mean nothing on a worker; leaving them out
+    keeps the token (a hash of the pickled bytes), and so the workers' loaded copy, the
+    same when an unchanged estimator is shipped again.
+    """
+
+    def reducer_override(self, obj: object) -> object:
+        from sklearn.base import BaseEstimator
+
+        from ._cost import ComputeCost
+
+        if not isinstance(obj, BaseEstimator) or not any(
+                isinstance(value, ComputeCost) for value in vars(obj).values()):
+            return NotImplemented
+        reduced = list(obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL))
+        reduced[2] = {key: value for key, value in reduced[2].items()
+                      if not isinstance(value, ComputeCost)}
+        return tuple(reduced)
+
+
+def shipped(estimator: object) -> tuple[str, object]:
+    """The fitted ``estimator`` as one graph key: ``(token, delayed pickled bytes)``."""
+    import dask
+
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(estimator)
+    payload = buffer.getvalue()
+    token = hashlib.blake2b(payload, digest_size=16).hexdigest()
+    return token, dask.delayed(payload, name=f"sktransfer-estimator-{token}", traverse=False)
+
+
+def partitions(X: object) -> tuple[list, list[float]]:
+    """The partitions of ``X`` as delayed objects, and their lengths (NaN where unknown).
+
+    Raises
+    ------
+    ImageInputError
+        For a collection that cannot hold images (a many-column DataFrame, a dask array
+        that is not a batch of images).
+    """
+    import dask.array as da
+    import dask.bag as db
+    import dask.dataframe as dd
+
+    if isinstance(X, da.Array):
+        if X.ndim not in (3, 4):
+            raise ImageInputError(
+                f"X is a dask array of shape {X.shape}; expected a batch of images: uint8 "
+                "NHWC or NHW, or float NCHW in [0, 1]")
+        X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})  # whole images per block
+        return list(X.to_delayed().ravel()), [float(n) for n in X.chunks[0]]
+    if isinstance(X, dd.DataFrame):
+        if len(X.columns) != 1:
+            raise ImageInputError(
+                f"X is a dask DataFrame with {len(X.columns)} columns; pass the one column "
+                "that holds the images (e.g. ddf['path'])")
+        X = X[X.columns[0]]
+    if isinstance(X, (dd.Series, db.Bag)):
+        blocks = list(X.to_delayed())
+        return blocks, [np.nan] * len(blocks)
+    raise ImageInputError(
+        f"X is a {type(X).__module__}.{type(X).__name__}; sktransfer takes a dask Array of "
+        "images, a dask Series or one-column DataFrame of paths, or a dask Bag of paths")
+
+
+def partition_tasks(estimator: object, blocks: list, method: str) -> list:
+    """One delayed ``estimator.method(block)`` per block (delayed partitions, or lists of
+    paths), in order, all depending on one shipped copy of ``estimator``."""
+    import dask
+
+    token, model = shipped(estimator)
+    call = dask.delayed(run_partition, pure=True)
+    return [call(token, model, block, method, i) for i, block in enumerate(blocks)]
+
+
+def lazy_call(estimator: object, X: object, method: str, meta: np.ndarray) -> object:
+    """``estimator.method(X)`` for a Dask collection ``X``, as a lazy dask array.
+
+    ``meta`` is an empty array of the output's dtype and trailing shape. Chunk sizes are
+    those of ``X`` where it knows them (dask arrays), unknown (NaN) otherwise; the
+    trailing dimensions are always known.
+    """
+    import dask.array as da
+
+    blocks, lengths = partitions(X)
+    tasks = partition_tasks(estimator, blocks, method)
+    tail = meta.shape[1:]
+    parts = [da.from_delayed(task, shape=(n, *tail), dtype=meta.dtype, meta=meta)
+             for task, n in zip(tasks, lengths, strict=True)]
+    return da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+
+
+# --------------------------------------------------------------------------- worker side
+def _worker_threads() -> int | None:
+    """The thread count of the Dask worker running this task, or None outside one."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def _load(token: str, payload: bytes) -> object:
+    """The estimator ``payload`` holds, unpickled once per process.
+
+    On a Dask worker, PyTorch's intra-op threads are set to the worker's thread count
+    (its share of the machine; Dask starts workers with ``OMP_NUM_THREADS=1``) and
+    :func:`run_partition` runs one model call at a time: concurrent calls with that many
+    threads each would oversubscribe the cores and hold one batch of activations each.
+    """
+    with _MEMO_LOCK:
+        estimator = _MEMO.get(token)
+        if estimator is not None:
+            _MEMO.move_to_end(token)
+            return estimator
+        estimator = pickle.loads(payload)
+        threads = _worker_threads()
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+            if getattr(estimator, "n_jobs", "absent") is None:  # decoding threads: the same
+                estimator.n_jobs = threads
+        _quiet(estimator)  # the client shows progress; workers' bars would interleave
+        _MEMO[token] = estimator
+        LOADS[token] = LOADS.get(token, 0) + 1
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+        return estimator
+
+
+def _quiet(estimator: object) -> None:
+    for step in [estimator, *(step for _, step in getattr(estimator, "steps", []))]:
+        if getattr(step, "verbose", False):
+            step.verbose = False
+
+
+def run_partition(token: str, payload: bytes, block: object, method: str,
+                  index: int) -> np.ndarray:
+    """``method`` of the shipped estimator on one partition (a task on a worker).
+
+    An unusable image raises :class:`ImageInputError` naming the partition and the file,
+    which Dask re-raises on the client as the same exception.
+    """
+    estimator = _load(token, payload)
+    with _CALL_LOCK:
+        if len(block) == 0:
+            return output_meta(estimator, method)
+        try:
+            return getattr(estimator, method)(block)
+        except ImageInputError as exc:
+            raise ImageInputError(f"partition {index} of the Dask input: {exc}") from None
+
+
+def output_meta(estimator: object, method: str) -> np.ndarray:
+    """An empty array with the dtype and trailing shape of ``estimator.method``'s output.
+
+    sktransfer estimators declare theirs (``_output_meta``); for a
+    :class:`~sklearn.pipeline.Pipeline`, the first step's embeddings are declared and the
+    later steps are run on one row of zeros.
+    """
+    own = getattr(estimator, "_output_meta", None)
+    if own is not None:
+        return own(method)
+    steps = getattr(estimator, "steps", None)
+    if steps:
+        first = steps[0][1]
+        if hasattr(first, "_output_meta"):
+            embedding = first._output_meta("transform")
+            probe = np.zeros((1, *embedding.shape[1:]), dtype=embedding.dtype)
+            out = np.asarray(getattr(estimator[1:], method)(probe))
+            return np.empty((0, *out.shape[1:]), dtype=out.dtype)
+    raise TypeError(
+        f"{type(estimator).__name__} is neither an sktransfer estimator nor a Pipeline whose "
+        "first step is one; it cannot run on Dask collections of images")
