@@ -5,7 +5,10 @@
 (c) GridSearchCV wall time with and without the embedding cache, target >= N*K/2;
 (d) scaling with N up to 20,000 images: time linear, peak memory flat (GPU memory released
     after the transform, where there is a GPU);
-(e) hostile and damaged files: read or clear error, 0 crashes.
+(e) hostile and damaged files: read or clear error, 0 crashes;
+(f) timm backbones vs timm's own loop, target >= 0.95;
+(g) 2,000 JPEGs on a 2-worker Dask LocalCluster vs one process, target >= 0.8, scheduler
+    overhead < 5% of a task.
 Results go to benchmarks/results/ (summary.md, summary.json and one JSON per benchmark).
 """
 
@@ -21,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_cache
+import bench_dask
 import bench_extraction
 import bench_finetune
 import bench_hostile
@@ -38,6 +42,7 @@ def main() -> None:
     scaling = bench_scaling.main([])
     hostile = bench_hostile.main([])
     bench_timm.main([])
+    dask_result = bench_dask.main([])
     timm_rows = json.loads((RESULTS / "timm.json").read_text())["results"]
     extraction = json.loads((RESULTS / "extraction.json").read_text())
     finetune = json.loads((RESULTS / "finetune.json").read_text())
@@ -81,6 +86,16 @@ def main() -> None:
                  f"{hostile['read']} read, {hostile['error']} named errors",
                  f"{hostile['crash']} crashes", "0 crashes",
                  hostile["crash"] == 0 and hostile["hostile_as_expected"]))
+    rows.append((f"(g) Dask, {dask_result['n']} JPEGs, {dask_result['workers']}-worker "
+                 f"LocalCluster vs one process ({dask_result['model']})",
+                 f"{dask_result['cluster_img_s']:.1f} img/s vs "
+                 f"{dask_result['single_img_s']:.1f} img/s", f"{dask_result['ratio']:.2f}",
+                 ">= 0.8", dask_result["ratio"] >= 0.8))
+    rows.append(("(g) Dask scheduler overhead per task / partition task time",
+                 f"{dask_result['task_overhead_ms']:.2f} ms / "
+                 f"{dask_result['mean_task_s']:.2f} s",
+                 f"{100 * dask_result['overhead_share']:.2f}%", "< 5%",
+                 dask_result["overhead_share"] < 0.05))
     lines = [f"Machine: {machine}", "",
              "| benchmark | measured | ratio | target | met |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {'yes' if ok else 'NO'} |" for a, b, c, d, ok in rows]

@@ -2,11 +2,12 @@
 estimator shipped to each worker once.
 
 How a call runs: the client pickles the fitted estimator (weights included, so workers
-need no download and no ``TORCH_HOME``) into one graph key; every partition's task
-depends on it, so a worker fetches those bytes once and unpickles them once per process
-(a memo keyed by a content token). On a worker, PyTorch runs with as many threads as the
-worker has and one model call at a time (see :func:`_load`). Dask itself is imported only
-here, when a Dask collection is passed: the single-machine path never needs it.
+need no download and no ``TORCH_HOME``) and hands the bytes to every worker in a worker
+plugin (see :func:`shipped`); the tasks carry only a content token, and each worker
+process unpickles the estimator once (a memo keyed by that token). On a worker, PyTorch
+runs with as many threads as the worker has and one model call at a time (see
+:func:`_load`). Dask itself is imported only here, when a Dask collection is passed: the
+single-machine path never needs it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ _MEMO_SIZE = 2  # estimators kept per process (e.g. an extractor and a classifie
 _MEMO_LOCK = threading.Lock()
 _CALL_LOCK = threading.Lock()  # one model call per process: it uses all the worker's threads
 LOADS: dict[str, int] = {}  # token -> times unpickled in this process (tests count them)
+PAYLOADS: dict[str, bytes] = {}  # token -> pickled estimator, from the worker plugin
+_SHIPPED: OrderedDict[tuple[str, str], object] = OrderedDict()  # client side: registered
+_KEEP_SHIPPED = 4  # estimators whose plugin stays registered (older ones are removed)
 
 
 def is_dask_collection(X: object) -> bool:
@@ -57,14 +61,57 @@ class _Pickler(pickle.Pickler):
 
 
 def shipped(estimator: object) -> tuple[str, object]:
-    """The fitted ``estimator`` as one graph key: ``(token, delayed pickled bytes)``."""
+    """The fitted ``estimator`` as ``(token, payload argument of the partition tasks)``.
+
+    With a ``distributed`` client, the pickled bytes go to every worker in a worker
+    plugin (:mod:`sktransfer._dask_plugin`; workers that join later, restarted ones
+    included, get it from the scheduler) and the tasks carry only the token: the
+    payload argument is ``None``. Other schedulers get the bytes as one graph literal.
+    """
     import dask
 
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(estimator)
     payload = buffer.getvalue()
     token = hashlib.blake2b(payload, digest_size=16).hexdigest()
-    return token, dask.delayed(payload, name=f"sktransfer-estimator-{token}", traverse=False)
+    client = _active_client()
+    if client is not None and dask.config.get("scheduler", None) in (None, "dask.distributed"):
+        _register(client, token, payload)
+        return token, None
+    return token, dask.delayed(payload, name=f"sktransfer-estimator-{token}",
+                               traverse=False)
+
+
+def _register(client: object, token: str, payload: bytes) -> None:
+    """Give ``client``'s workers the estimator; keep the last :data:`_KEEP_SHIPPED`."""
+    from ._dask_plugin import EstimatorPlugin
+
+    slot = (client.id, token)
+    if slot not in _SHIPPED:
+        client.register_plugin(EstimatorPlugin(token, payload), name=_plugin_name(token))
+    _SHIPPED[slot] = client
+    _SHIPPED.move_to_end(slot)
+    while len(_SHIPPED) > _KEEP_SHIPPED:
+        (_, old), old_client = _SHIPPED.popitem(last=False)
+        if old_client.status == "running":
+            old_client.unregister_worker_plugin(_plugin_name(old))
+
+
+def _plugin_name(token: str) -> str:
+    return f"sktransfer-estimator-{token}"
+
+
+def _active_client() -> object | None:
+    """The ``distributed`` client computations go to by default, if any."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        client = default_client()
+    except ValueError:
+        return None
+    return client if client.status == "running" else None
 
 
 def partitions(X: object) -> tuple[list, list[float]]:
@@ -139,7 +186,14 @@ def _worker_threads() -> int | None:
         return None
 
 
-def _load(token: str, payload: bytes) -> object:
+def forget(token: str) -> None:
+    """Drop an estimator from this process (its plugin was removed)."""
+    with _MEMO_LOCK:
+        PAYLOADS.pop(token, None)
+        _MEMO.pop(token, None)
+
+
+def _load(token: str, payload: bytes | None) -> object:
     """The estimator ``payload`` holds, unpickled once per process.
 
     On a Dask worker, PyTorch's intra-op threads are set to the worker's thread count
@@ -152,15 +206,18 @@ def _load(token: str, payload: bytes) -> object:
         if estimator is not None:
             _MEMO.move_to_end(token)
             return estimator
-        estimator = pickle.loads(payload)
+        if payload is None and token not in PAYLOADS:
+            raise RuntimeError(
+                "this worker does not hold the estimator of this computation: its plugin was "
+                f"removed (sktransfer keeps the last {_KEEP_SHIPPED} estimators shipped); "
+                "call transform/predict again to ship it")
+        estimator = pickle.loads(PAYLOADS[token] if payload is None else payload)
         threads = _worker_threads()
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
-            if getattr(estimator, "n_jobs", "absent") is None:  # decoding threads: the same
-                estimator.n_jobs = threads
-        _quiet(estimator)  # the client shows progress; workers' bars would interleave
+        _for_worker(estimator, threads)
         _MEMO[token] = estimator
         LOADS[token] = LOADS.get(token, 0) + 1
         while len(_MEMO) > _MEMO_SIZE:
@@ -168,13 +225,20 @@ def _load(token: str, payload: bytes) -> object:
         return estimator
 
 
-def _quiet(estimator: object) -> None:
+def _for_worker(estimator: object, threads: int | None) -> None:
+    """Adapt the worker's copy: quiet (the client shows progress; workers' bars would
+    interleave), and decoding threads = the worker's threads where left to the default."""
+    from ._base import ImageEstimator
+
     for step in [estimator, *(step for _, step in getattr(estimator, "steps", []))]:
-        if getattr(step, "verbose", False):
-            step.verbose = False
+        if not isinstance(step, ImageEstimator):
+            continue
+        step.verbose = False
+        if threads is not None and getattr(step, "n_jobs", "absent") is None:
+            step.n_jobs = threads
 
 
-def run_partition(token: str, payload: bytes, block: object, method: str,
+def run_partition(token: str, payload: bytes | None, block: object, method: str,
                   index: int) -> np.ndarray:
     """``method`` of the shipped estimator on one partition (a task on a worker).
 

@@ -56,16 +56,36 @@ def image_files(tmp_path: Path, rgb_uint8: np.ndarray) -> list[Path]:
     return paths
 
 
+LOOPBACK = (None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", "::")
+
+
+def _host(address: object) -> object:
+    return address[0] if isinstance(address, tuple) else address
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every network connection attempt fail, as on an offline machine."""
+    """Make every connection beyond this machine fail, as on an offline machine.
 
-    def refuse(*args, **kwargs):
-        raise OSError("network is disabled in this test")
+    Loopback stays open (and listening sockets may bind), as on any offline machine: a
+    local Dask cluster talks to itself over it.
+    """
+    originals = {"create_connection": socket.create_connection,
+                 "connect": socket.socket.connect, "getaddrinfo": socket.getaddrinfo}
 
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    def guard(name, host_of):
+        def call(*args, **kwargs):
+            if host_of(args) not in LOOPBACK and not (isinstance(host_of(args), str)
+                                                      and host_of(args).startswith("127.")):
+                raise OSError("network is disabled in this test")
+            return originals[name](*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(socket, "create_connection",
+                        guard("create_connection", lambda a: _host(a[0])))
+    monkeypatch.setattr(socket.socket, "connect", guard("connect", lambda a: _host(a[1])))
+    monkeypatch.setattr(socket, "getaddrinfo", guard("getaddrinfo", lambda a: a[0]))
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ def test_pages_have_code_to_check():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("error::sklearn.exceptions.FitFailedWarning")  # a broken example
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")],
                          ids=lambda p: p.name)
 def test_python_blocks_run(page, docs_env, no_network):
