@@ -194,13 +194,7 @@ def forget(token: str) -> None:
 
 
 def _load(token: str, payload: bytes | None) -> object:
-    """The estimator ``payload`` holds, unpickled once per process.
-
-    On a Dask worker, PyTorch's intra-op threads are set to the worker's thread count
-    (its share of the machine; Dask starts workers with ``OMP_NUM_THREADS=1``) and
-    :func:`run_partition` runs one model call at a time: concurrent calls with that many
-    threads each would oversubscribe the cores and hold one batch of activations each.
-    """
+    """The estimator ``payload`` holds, unpickled once per process."""
     with _MEMO_LOCK:
         estimator = _MEMO.get(token)
         if estimator is not None:
@@ -212,12 +206,7 @@ def _load(token: str, payload: bytes | None) -> object:
                 f"removed (sktransfer keeps the last {_KEEP_SHIPPED} estimators shipped); "
                 "call transform/predict again to ship it")
         estimator = pickle.loads(PAYLOADS[token] if payload is None else payload)
-        threads = _worker_threads()
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-        _for_worker(estimator, threads)
+        _for_worker(estimator, _worker_threads())
         _MEMO[token] = estimator
         LOADS[token] = LOADS.get(token, 0) + 1
         while len(_MEMO) > _MEMO_SIZE:
@@ -245,8 +234,15 @@ def run_partition(token: str, payload: bytes | None, block: object, method: str,
     An unusable image raises :class:`ImageInputError` naming the partition and the file,
     which Dask re-raises on the client as the same exception.
     """
+    from ._runtime import torch_threads
+
     estimator = _load(token, payload)
-    with _CALL_LOCK:
+    # One model call at a time per process, with as many PyTorch threads as the worker
+    # has (its share of the machine; Dask starts workers with OMP_NUM_THREADS=1): several
+    # concurrent calls with that many threads each would oversubscribe the cores and hold
+    # one batch of activations each. The setting is restored after the call, so a worker
+    # living in the client's process (processes=False) leaves the client's as it was.
+    with _CALL_LOCK, torch_threads(_worker_threads()):
         if len(block) == 0:
             return output_meta(estimator, method)
         try:

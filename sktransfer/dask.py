@@ -206,9 +206,17 @@ def connect(spec: str, *, timeout: float = 30.0) -> object:
             raise ValueError(f"--dask {spec}: expected local:N with N >= 1 workers, or a "
                              "scheduler address such as tcp://scheduler:8786")
         threads = max(1, (os.cpu_count() or 1) // n_workers)
-        # the client owns the cluster it starts: closing it closes the cluster
-        return Client(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                      dashboard_address=None)
+        saved = dict(os.environ)
+        try:
+            # the client owns the cluster it starts: closing it closes the cluster
+            return Client(n_workers=n_workers, threads_per_worker=threads, processes=True,
+                          dashboard_address=None)
+        finally:
+            # Dask's nannies set OMP_NUM_THREADS=1 (and more) in this process's
+            # environment to pass it to the workers; keep it from the caller's subprocesses
+            for key in set(os.environ) - set(saved):
+                del os.environ[key]
+            os.environ.update(saved)
     try:
         return Client(spec, timeout=timeout)
     except (OSError, TimeoutError) as exc:

@@ -161,3 +161,25 @@ def test_tags_are_honest_about_image_input(case):
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
 def test_sklearn_checks_that_apply(name, check):
     check(name, DEFAULTS[name]())
+
+
+def test_dask_collections_give_the_in_memory_output(case):
+    """Each output method takes a dask array lazily, with the declared dtype and width
+    (Dask's synchronous scheduler here; tests/test_dask.py runs a real cluster)."""
+    import dask
+    import dask.array as da
+
+    _, factory, method, y = case
+    est = factory().fit(X_IMAGES, y)
+    methods = [method, "predict"] if hasattr(est, "predict") else [method]
+    for name in dict.fromkeys(methods):
+        expected = getattr(est, name)(X_IMAGES)
+        lazy = getattr(est, name)(da.from_array(X_IMAGES, chunks=3))
+        assert isinstance(lazy, da.Array)
+        assert lazy.dtype == expected.dtype and lazy.shape == expected.shape, name
+        with dask.config.set(scheduler="sync"):
+            computed = lazy.compute()
+        if expected.dtype.kind == "f":
+            np.testing.assert_allclose(computed, expected, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(computed, expected)

@@ -66,14 +66,27 @@ def _seen() -> int:
     return SlowCountingCNN.seen
 
 
+def _restore_environ(saved: dict) -> None:
+    """Undo what Dask's nannies write into this process's environment when they start a
+    worker (OMP_NUM_THREADS=1...), which later subprocesses of the suite would inherit."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def client():
+    saved = dict(os.environ)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=None)
-    with Client(cluster) as c:
-        c.run(lambda: __import__("sktransfer._extractor"))  # import torch once per worker
-        yield c
-    cluster.close()
+    _restore_environ(saved)
+    try:
+        with Client(cluster) as c:
+            c.run(lambda: __import__("sktransfer._extractor"))  # import torch per worker
+            yield c
+        cluster.close()
+    finally:
+        _restore_environ(saved)
 
 
 @pytest.fixture
@@ -121,19 +134,23 @@ def test_network_is_loaded_once_per_worker(client):
     assert sorted(loads.values()) == [1, 1], loads
 
 
-def test_worker_copy_uses_the_workers_threads(monkeypatch):
+def test_worker_calls_use_the_workers_threads_then_restore(monkeypatch):
     monkeypatch.setattr(_dask, "_worker_threads", lambda: 3)
     before = torch.get_num_threads()
     ext = extractor(verbose=True).fit()
-    token, _ = _dask.shipped(ext)
-    payload = __import__("pickle").dumps(ext)
-    try:
-        copy = _dask._load(token + "-threads", payload)
-        assert torch.get_num_threads() == 3
-        assert copy.n_jobs == 3 and copy.verbose is False  # decoding threads; quiet
-        assert ext.n_jobs is None and ext.verbose is True  # the client's estimator is not
-    finally:
-        torch.set_num_threads(before)
+    seen = []
+    token = "threads-test"
+    out = _dask.run_partition(token, __import__("pickle").dumps(ext), X[:4], "transform", 0)
+    assert len(out) == 4
+    copy = _dask._MEMO[token]
+    copy.backbone_.body.register_forward_pre_hook(
+        lambda *_: seen.append(torch.get_num_threads()))
+    _dask.run_partition(token, None, X[:4], "transform", 1)
+    assert seen == [3]  # intra-op threads: the worker's
+    assert torch.get_num_threads() == before  # restored after the call
+    assert copy.n_jobs == 3 and copy.verbose is False  # decoding threads; quiet
+    assert ext.n_jobs is None and ext.verbose is True  # the client's estimator is not
+    _dask.forget(token)
 
 
 def test_finetuned_predictions_and_pipelines_are_lazy(client, paths):
@@ -281,6 +298,15 @@ def test_cli_dask_option_errors(tmp_path, capsys):
     assert "local:N" in capsys.readouterr().err
     with pytest.raises(OSError, match="cannot reach"):
         connect("tcp://127.0.0.1:9", timeout=1)
+
+
+def test_connect_local_leaves_the_environment_as_it_was():
+    saved = dict(os.environ)
+    with connect("local:1") as local:
+        assert dict(os.environ) == saved  # Dask's nanny wrote OMP_NUM_THREADS=1 here
+        workers = local.run(lambda: os.environ.get("OMP_NUM_THREADS"))
+        assert list(workers.values()) == ["1"]  # ...for its workers only
+    _restore_environ(saved)
 
 
 # --------------------------------------------------------------------------- searches
