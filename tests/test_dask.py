@@ -125,6 +125,15 @@ def test_collections_of_paths_embed_in_input_order(client, paths, kind):
     np.testing.assert_allclose(lazy.compute(), ext.transform(paths), rtol=0, atol=1e-5)
 
 
+def test_empty_partitions_give_no_rows(client, paths):
+    ext = extractor().fit()
+    series = dd.from_pandas(pd.Series(paths), npartitions=4)
+    emptied = series[series > paths[2]]  # every path of the first partition goes
+    assert emptied.map_partitions(len).compute().tolist()[0] == 0
+    expected = ext.transform([p for p in paths if p > paths[2]])
+    np.testing.assert_allclose(ext.transform(emptied).compute(), expected, atol=1e-5)
+
+
 def test_network_is_loaded_once_per_worker(client):
     ext = extractor(tiny_cnn(seed=11)).fit()  # new weights: a token no worker has seen
     token, _ = _dask.shipped(ext)
@@ -354,8 +363,7 @@ def test_gpu_worker_embeds_on_its_gpu():
     ext = extractor(device="cuda").fit()
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster):
-        device = ext.transform(da.from_array(X, chunks=8)).map_blocks(
-            lambda block: block, dtype=np.float32).compute()
+        on_gpu = ext.transform(da.from_array(X, chunks=8)).compute()
         used = Client.current().run(lambda: torch.cuda.max_memory_allocated())
     assert max(used.values()) > 0  # the network ran on the worker's GPU
-    np.testing.assert_allclose(device, ext.transform(X), atol=1e-4)
+    np.testing.assert_allclose(on_gpu, ext.transform(X), atol=1e-4)
