@@ -148,14 +148,18 @@ def partitions(X: object) -> tuple[list, list[float]]:
         "images, a dask Series or one-column DataFrame of paths, or a dask Bag of paths")
 
 
-def partition_tasks(estimator: object, blocks: list, method: str) -> list:
+def partition_tasks(estimator: object, blocks: list, method: str,
+                    numbers: list[int] | None = None) -> list:
     """One delayed ``estimator.method(block)`` per block (delayed partitions, or lists of
-    paths), in order, all depending on one shipped copy of ``estimator``."""
+    paths), in order, all depending on one shipped copy of ``estimator``; ``numbers``
+    are the partition numbers that error messages name (default: 0, 1, ...)."""
     import dask
 
     token, model = shipped(estimator)
     call = dask.delayed(run_partition, pure=True)
-    return [call(token, model, block, method, i) for i, block in enumerate(blocks)]
+    numbers = range(len(blocks)) if numbers is None else numbers
+    return [call(token, model, block, method, i)
+            for i, block in zip(numbers, blocks, strict=True)]
 
 
 def lazy_call(estimator: object, X: object, method: str, meta: np.ndarray) -> object:

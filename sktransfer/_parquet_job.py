@@ -83,7 +83,7 @@ def extract_to_parquet(extractor, paths: list[str], labels: list[str], out: Path
     todo = [k for k in range(len(starts)) if not part_path(out, k).exists()]
     columns = list(extractor.get_feature_names_out())
     blocks = [paths[starts[k]:starts[k] + partition_size] for k in todo]
-    futures = client.compute(partition_tasks(extractor, blocks, "transform"))
+    futures = client.compute(partition_tasks(extractor, blocks, "transform", todo))
     index_of = {future.key: k for future, k in zip(futures, todo, strict=True)}
     done = len(paths) - sum(len(block) for block in blocks)
     with tqdm(total=len(paths), initial=done, unit="img", disable=not progress,

@@ -296,6 +296,16 @@ def test_cli_dask_interrupted_then_resumed(client, tmp_path, capsys):
     assert "holds an extraction with other settings (network" in capsys.readouterr().err
 
 
+def test_cli_dask_names_a_bad_image(client, tmp_path, capsys):
+    folder = _folder(tmp_path / "images", n=6)
+    (folder / "dark" / "zz_broken.png").write_bytes(b"\x89PNG but not really")
+    assert main(["extract", str(folder), "-o", str(tmp_path / "e.parquet"), "--model",
+                 "tests.conftest:tiny_cnn", "--image-size", "16", "-q", "--partition-size",
+                 "2", "--dask", client.scheduler.address]) == 2
+    err = capsys.readouterr().err
+    assert "partition 3 of the Dask input" in err and "zz_broken.png" in err, err
+
+
 def test_cli_dask_option_errors(tmp_path, capsys):
     folder = _folder(tmp_path / "images", n=2)
     tiny = ["--model", "tests.conftest:tiny_cnn", "--image-size", "16", "-q"]
