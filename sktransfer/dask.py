@@ -8,7 +8,9 @@ whole fitted :class:`~sklearn.pipeline.Pipeline` needs (:class:`ParallelPostFit`
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils.metaestimators import available_if
@@ -169,6 +171,23 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         return tags
 
 
+@contextlib.contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Restore this process's environment variables on exit.
+
+    Dask's nannies write ``OMP_NUM_THREADS=1`` (and more) into the environment of the
+    process that starts them, to pass it on to their workers; the caller's own
+    subprocesses would inherit it. :func:`connect` starts local clusters inside this.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
 def connect(spec: str, *, timeout: float = 30.0) -> object:
     """A ``distributed.Client`` for ``spec``: ``"local:N"`` or a scheduler address.
 
@@ -206,17 +225,10 @@ def connect(spec: str, *, timeout: float = 30.0) -> object:
             raise ValueError(f"--dask {spec}: expected local:N with N >= 1 workers, or a "
                              "scheduler address such as tcp://scheduler:8786")
         threads = max(1, (os.cpu_count() or 1) // n_workers)
-        saved = dict(os.environ)
-        try:
+        with _environment_kept():
             # the client owns the cluster it starts: closing it closes the cluster
             return Client(n_workers=n_workers, threads_per_worker=threads, processes=True,
                           dashboard_address=None)
-        finally:
-            # Dask's nannies set OMP_NUM_THREADS=1 (and more) in this process's
-            # environment to pass it to the workers; keep it from the caller's subprocesses
-            for key in set(os.environ) - set(saved):
-                del os.environ[key]
-            os.environ.update(saved)
     try:
         return Client(spec, timeout=timeout)
     except (OSError, TimeoutError) as exc:

@@ -33,7 +33,7 @@ from sktransfer import (
     _dask,
 )
 from sktransfer.cli import main
-from sktransfer.dask import ParallelPostFit, connect
+from sktransfer.dask import ParallelPostFit, _environment_kept, connect
 
 from .conftest import SlowCountingCNN, has_cuda, tiny_cnn
 
@@ -66,27 +66,18 @@ def _seen() -> int:
     return SlowCountingCNN.seen
 
 
-def _restore_environ(saved: dict) -> None:
-    """Undo what Dask's nannies write into this process's environment when they start a
-    worker (OMP_NUM_THREADS=1...), which later subprocesses of the suite would inherit."""
-    for key in set(os.environ) - set(saved):
-        del os.environ[key]
-    os.environ.update(saved)
-
-
 @pytest.fixture(scope="module")
 def client():
-    saved = dict(os.environ)
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
-    _restore_environ(saved)
-    try:
+    # the nannies write OMP_NUM_THREADS=1... into this process's environment when they
+    # start a worker (again after the kill test), which later subprocesses would inherit
+    with _environment_kept():
+        with _environment_kept():
+            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
         with Client(cluster) as c:
             c.run(lambda: __import__("sktransfer._extractor"))  # import torch per worker
             yield c
         cluster.close()
-    finally:
-        _restore_environ(saved)
 
 
 @pytest.fixture
@@ -108,7 +99,9 @@ def test_dask_array_embeddings_equal_local_in_order(client):
     assert lazy.chunks == ((5, 5, 5, 5, 3), (ext.n_features_out_,))
     with get_task_stream(client) as stream:
         out = lazy.compute()
-    assert {task["worker"] for task in stream.data} <= set(client.scheduler_info()["workers"])
+    ran = [t for t in stream.data if "run_partition" in str(t["key"])]
+    assert len(ran) == 5  # one task per partition, on the cluster's workers
+    assert {t["worker"] for t in ran} <= set(client.scheduler_info()["workers"])
     assert np.abs(out - ext.transform(X)).max() < 1e-5
 
 
@@ -321,11 +314,10 @@ def test_cli_dask_option_errors(tmp_path, capsys):
 
 def test_connect_local_leaves_the_environment_as_it_was():
     saved = dict(os.environ)
-    with connect("local:1") as local:
+    with _environment_kept(), connect("local:1") as local:
         assert dict(os.environ) == saved  # Dask's nanny wrote OMP_NUM_THREADS=1 here
         workers = local.run(lambda: os.environ.get("OMP_NUM_THREADS"))
         assert list(workers.values()) == ["1"]  # ...for its workers only
-    _restore_environ(saved)
 
 
 # --------------------------------------------------------------------------- searches
