@@ -92,6 +92,8 @@ class BaseFineTuner(ImageEstimator):
         "callbacks": [list, None],
     }
 
+    _net_class = AmpNet  # the skorch net class of fit, the LR finder and import
+
     # Parameters that do not change what fit learns (left out of checkpoint fingerprints).
     _VOLATILE = {"max_epochs", "patience", "verbose", "callbacks", "num_workers", "device",
                  "checkpoint", "tta"}
@@ -123,6 +125,10 @@ class BaseFineTuner(ImageEstimator):
 
     def _n_outputs(self, info: dict) -> int:
         raise NotImplementedError
+
+    def _training_callbacks(self, train_ds: ImageDataset) -> list:
+        """Extra ``(name, callback)`` pairs for this fit (before the training state's)."""
+        return []
 
     # ------------------------------------------------------------------ fit
     @fit_context
@@ -213,6 +219,7 @@ class BaseFineTuner(ImageEstimator):
             ]
             if validate and self.batchnorm == "recalibrate":
                 callbacks.append(("recalibrate", BatchNormRecalibration(plain_train)))
+            callbacks += self._training_callbacks(train_ds)
             callbacks.append(("training_state", state))
             if self.verbose:
                 callbacks.append(("progress_bar", ProgressBar()))
@@ -384,7 +391,7 @@ class BaseFineTuner(ImageEstimator):
                   train_split=None) -> AmpNet:
         """The skorch net around ``module``, its optimizer following ``plan`` (fit, the LR
         finder and import)."""
-        return AmpNet(
+        return self._net_class(
             module,
             criterion=self._loss(info),
             optimizer=OPTIMIZERS[self.optimizer],
@@ -475,13 +482,14 @@ class BaseFineTuner(ImageEstimator):
         dtype = self._compute_dtype(device)
         return None if dtype == torch.float16 else dtype  # no fp16 without loss scaling
 
-    def _split(self, targets: np.ndarray, seed: int):
-        idx = np.arange(len(targets))
+    def _split(self, targets: np.ndarray, seed: int, idx: np.ndarray | None = None):
+        """Training and validation indices among ``idx`` (all rows when None)."""
+        idx = np.arange(len(targets)) if idx is None else idx
         if not self.validation_fraction:
             return idx, None
         try:
             train, valid = train_test_split(idx, test_size=self.validation_fraction,
-                                            stratify=self._stratify(targets),
+                                            stratify=self._stratify(targets[idx]),
                                             random_state=seed)
         except ValueError as exc:
             raise ValueError(

@@ -48,16 +48,20 @@ class TransferNet(nn.Module):
         if channels_last:
             self.body.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = x.shape[1] if x.ndim == 5 else None
-        if views is not None:
-            x = x.flatten(0, 1)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The body's pooled features of a ``(N, 3, H, W)`` batch (the head's input)."""
         # Batches arrive resized but not normalised (uint8 where possible: 4x less to copy
         # to the device); normalisation runs on the device, batch by batch.
         x = self.prep.normalize(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.head(self.body(x))
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = x.shape[1] if x.ndim == 5 else None
+        if views is not None:
+            x = x.flatten(0, 1)
+        out = self.head(self.features(x))
         return out if views is None else out.unflatten(0, (-1, views))
 
     def train(self, mode: bool = True) -> TransferNet:
@@ -345,4 +349,6 @@ class AmpNet(NeuralNet):
                         torch.is_grad_enabled())
         with _runtime.autocast(torch.device(self.device), self.amp_dtype):
             out = super().infer(x, **fit_params)
+        if isinstance(out, tuple):  # several outputs (domain adaptation's training pass)
+            return tuple(o.float() for o in out)
         return out.float()

@@ -286,6 +286,48 @@ class ImageSource:
         return self._array[start:stop]
 
 
+def renamed(error: ImageInputError, name: str) -> ImageInputError:
+    """``error`` with its leading ``X`` (``X[i]``, ``X has``...) renamed ``name``."""
+    message = str(error)
+    return ImageInputError(name + message[1:] if message.startswith("X") else message)
+
+
+class ConcatSource(ImageSource):
+    """Two sources one after the other; errors name an item of the second as
+    ``{second_name}[j]`` (its own index), not by its position in the whole."""
+
+    def __init__(self, first: ImageSource, second: ImageSource, second_name: str):
+        super().__init__(items=None)
+        self.first, self.second, self.second_name = first, second, second_name
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    @property
+    def is_array(self) -> bool:
+        return False
+
+    def _where(self, index: int) -> tuple[ImageSource, int]:
+        n = len(self.first)
+        return (self.first, index) if index < n else (self.second, index - n)
+
+    def read(self, index: int) -> Image.Image | torch.Tensor:
+        source, j = self._where(index)
+        if source is self.first:
+            return source.read(j)
+        try:
+            return source.read(j)
+        except ImageInputError as exc:
+            raise renamed(exc, self.second_name) from None
+
+    def item(self, index: int) -> object:
+        source, j = self._where(index)
+        return source.item(j)
+
+    def subset(self, indices: Sequence[int]) -> ImageSource:
+        return ImageSource(items=[self.item(i) for i in indices])
+
+
 def _read_item(item: object, index: int) -> Image.Image | torch.Tensor:
     if isinstance(item, (str, Path)):
         return decode_file(item, index)
@@ -457,6 +499,8 @@ def as_image_source(X: object) -> ImageSource:
     ImageInputError
         With a message naming the offending item.
     """
+    if isinstance(X, ImageSource):
+        return X
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
         if X.shape[1] != 1:
             raise ImageInputError(
