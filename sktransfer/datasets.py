@@ -47,3 +47,72 @@ def load_region_patches(
                     X.append(np.ascontiguousarray(np.rot90(patch, rng.integers(4))))
                     y.append(k * 6 + gi * 3 + gj)
     return np.stack(X), np.asarray(y)
+
+
+def load_digits_shift(
+    *, size: int = 32, n_target: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A domain-shift task in the manner of MNIST -> MNIST-M, from scikit-learn's data.
+
+    Source: scikit-learn's 1,797 handwritten digits (8 x 8, 17 grey levels), upscaled
+    bilinearly to ``size`` and shown white on black, in RGB. Target: the same kind of
+    digits blended into random colour crops of scikit-learn's two sample photos as
+    MNIST-M does (Ganin & Lempitsky, 2015): each pixel is ``|photo - digit|`` per
+    channel, so strokes invert the photo's colours. A classifier trained on the source
+    alone loses much of its accuracy on the target.
+
+    The digits are split in two halves at random: the first half gives the source, the
+    second the target, so no digit image appears in both domains.
+
+    Parameters
+    ----------
+    size : int, default=32
+        Side of the square images, in pixels (at least 8).
+    n_target : int, default=None
+        Target images to make (at most 898); all of the second half when None.
+    seed : int, default=0
+        Seed of the split, the photo crops and their placement.
+
+    Returns
+    -------
+    X_source : ndarray of shape (899, size, size, 3), dtype uint8
+    y_source : ndarray of shape (899,), dtype int
+        Digits 0-9.
+    X_target : ndarray of shape (n_target, size, size, 3), dtype uint8
+    y_target : ndarray of shape (n_target,), dtype int
+        The target's digits: for scoring only (hide them from ``fit``).
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    if size < 8:
+        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(digits.target))
+    half = (len(order) + 1) // 2
+    src, tgt = order[:half], order[half:]
+    if n_target is not None:
+        if not 1 <= n_target <= len(tgt):
+            raise ValueError(f"n_target must be in [1, {len(tgt)}], got {n_target}")
+        tgt = tgt[:n_target]
+
+    def upscale(index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), size, size), dtype=np.float32)
+        for k, i in enumerate(index):
+            grey = Image.fromarray((digits.images[i] * (255 / 16)).astype(np.float32), "F")
+            out[k] = np.asarray(grey.resize((size, size), Image.BILINEAR))
+        return np.clip(out, 0, 255)
+
+    source = upscale(src)
+    X_source = np.repeat(source[..., None], 3, axis=3).round().astype(np.uint8)
+    photos = load_sample_images().images
+    target = upscale(tgt)
+    X_target = np.empty((len(tgt), size, size, 3), dtype=np.uint8)
+    for k in range(len(tgt)):
+        photo = photos[rng.integers(len(photos))]
+        r = rng.integers(0, photo.shape[0] - size)
+        c = rng.integers(0, photo.shape[1] - size)
+        crop = photo[r:r + size, c:c + size].astype(np.float32)
+        X_target[k] = np.abs(crop - target[k][..., None]).round().astype(np.uint8)
+    return X_source, digits.target[src], X_target, digits.target[tgt]
