@@ -17,6 +17,7 @@ _EXPORTS = {
     "WeightsUnavailableError": "errors",
     "load_backbone": "backbones",
     "PretrainedFeatureExtractor": "_extractor",
+    "DomainAdaptationClassifier": "_adaptation",
     "FineTuneClassifier": "_finetune",
     "FineTuneRegressor": "_regressor",
     "LRFindResult": "_lr_finder",
@@ -24,10 +25,12 @@ _EXPORTS = {
     "export_model": "exchange",
     "import_model": "exchange",
     "fit_cost": "_cost",
+    "prediction_entropy_scorer": "_unlabelled",
 }
 __all__ = [
     "Backbone",
     "ComputeCost",
+    "DomainAdaptationClassifier",
     "FineTuneClassifier",
     "FineTuneRegressor",
     "ImageInputError",
@@ -38,14 +41,17 @@ __all__ = [
     "fit_cost",
     "import_model",
     "load_backbone",
+    "prediction_entropy_scorer",
 ]
 
 if TYPE_CHECKING:
+    from ._adaptation import DomainAdaptationClassifier
     from ._cost import ComputeCost, fit_cost
     from ._extractor import PretrainedFeatureExtractor
     from ._finetune import FineTuneClassifier
     from ._lr_finder import LRFindResult
     from ._regressor import FineTuneRegressor
+    from ._unlabelled import prediction_entropy_scorer
     from .backbones import Backbone, load_backbone
     from .errors import ImageInputError, WeightsUnavailableError
     from .exchange import export_model, import_model

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from . import __version__
+from ._adaptation import DomainAdaptationClassifier
 from ._extractor import PretrainedFeatureExtractor
 from ._finetune import FineTuneClassifier
 from ._finetune_base import BaseFineTuner
@@ -33,6 +34,7 @@ _META_KEY = "sktransfer"
 # Training-only parameters holding code: not exported, defaults on import.
 _CODE_PARAMS = {"augment": False, "callbacks": None}
 _ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegressor,
+                                              DomainAdaptationClassifier,
                                               PretrainedFeatureExtractor)}
 
 
@@ -76,7 +78,8 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
 
     Parameters
     ----------
-    estimator : FineTuneClassifier, FineTuneRegressor or PretrainedFeatureExtractor
+    estimator : FineTuneClassifier, FineTuneRegressor, DomainAdaptationClassifier or \
+        PretrainedFeatureExtractor
         Fitted. Training-only callables (``augment``, ``callbacks``) are not exported.
     path : path
         Destination file, conventionally ending in ``.safetensors``.
@@ -96,8 +99,7 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
 
     name = type(estimator).__name__
     if name not in _ESTIMATORS:
-        raise TypeError(f"export_model takes a FineTuneClassifier, a FineTuneRegressor or "
-                        f"a PretrainedFeatureExtractor, got {name}")
+        raise TypeError(f"export_model takes one of {sorted(_ESTIMATORS)}, got {name}")
     params = {k: _json_param(k, v) for k, v in estimator.get_params(deep=False).items()}
     module, preprocessing, groups, fitted = estimator.__sktransfer_export__()
     fitted = {**fitted, "preprocessing": _preprocessing_config(preprocessing),
@@ -172,7 +174,8 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
 
     Returns
     -------
-    FineTuneClassifier, FineTuneRegressor or PretrainedFeatureExtractor
+    FineTuneClassifier, FineTuneRegressor, DomainAdaptationClassifier or \
+        PretrainedFeatureExtractor
         Fitted, predicting exactly as the exported estimator.
     """
     from safetensors.torch import load_file

@@ -16,7 +16,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as sk_checks
 from torch import nn
 
-from sktransfer import FineTuneClassifier, FineTuneRegressor, PretrainedFeatureExtractor
+from sktransfer import (
+    DomainAdaptationClassifier,
+    FineTuneClassifier,
+    FineTuneRegressor,
+    PretrainedFeatureExtractor,
+)
 
 from .conftest import tiny_cnn
 
@@ -24,6 +29,7 @@ RNG = np.random.default_rng(0)
 X_IMAGES = RNG.integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)
 Y_LABELS = np.array(["a", "b"] * 4)
 Y_VALUES = np.linspace(-1.0, 3.0, 8)
+Y_PARTLY = np.array(["a", "b", None, "a", "b", None, "a", "b"], dtype=object)  # 2 targets
 
 
 def _extractor():
@@ -40,15 +46,22 @@ def _regressor():
                              unfreeze=1, random_state=0)
 
 
+def _adapter():
+    return DomainAdaptationClassifier(tiny_cnn(), image_size=16, resize_size=16,
+                                      max_epochs=2, unfreeze=1, random_state=0)
+
+
 # (factory of a small estimator, its output method, targets to fit)
 ESTIMATORS = {
     "PretrainedFeatureExtractor": (_extractor, "transform", Y_LABELS),
     "FineTuneClassifier": (_classifier, "predict_proba", Y_LABELS),
     "FineTuneRegressor": (_regressor, "predict", Y_VALUES),
+    "DomainAdaptationClassifier": (_adapter, "predict_proba", Y_PARTLY),
 }
 DEFAULTS = {"PretrainedFeatureExtractor": PretrainedFeatureExtractor,
             "FineTuneClassifier": FineTuneClassifier,
-            "FineTuneRegressor": FineTuneRegressor}
+            "FineTuneRegressor": FineTuneRegressor,
+            "DomainAdaptationClassifier": DomainAdaptationClassifier}
 
 
 def _equal_params(a: dict, b: dict) -> bool:

@@ -18,7 +18,8 @@ API_PAGE = Path(__file__).parents[1] / "docs" / "api.md"
 # As scikit-learn: no extended summary, See Also or Examples required on every function,
 # and named Returns entries ("embeddings : ndarray ...") are the house style.
 IGNORED = {"ES01", "SA01", "EX01", "GL08", "RT02"}
-ESTIMATORS = ["PretrainedFeatureExtractor", "FineTuneClassifier", "FineTuneRegressor"]
+ESTIMATORS = ["PretrainedFeatureExtractor", "FineTuneClassifier", "FineTuneRegressor",
+              "DomainAdaptationClassifier"]
 
 
 def documented() -> list[str]:

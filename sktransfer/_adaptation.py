@@ -1,0 +1,370 @@
+"""DomainAdaptationClassifier: fine-tune on labelled source images while aligning them
+with unlabelled target images (DANN or Deep CORAL)."""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+from sklearn.metrics import accuracy_score
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from skorch.callbacks import PassthroughScoring
+from torch import nn
+
+from . import _runtime
+from ._domain import (
+    ADAPTATION_METHODS,
+    ADAPTATION_SCHEDULES,
+    AdaptationSchedule,
+    CoralAdapter,
+    DANNAdapter,
+    DomainNet,
+    DomainTransferNet,
+    domain_positions,
+)
+from ._finetune import FineTuneClassifier
+from ._finetune_docs import fill_docstring
+from ._unlabelled import as_label_array, labelled_values, unlabelled_mask
+from ._validation import POSITIVE, Numbers, options
+from .backbones import DEFAULT_MODEL
+from .errors import ImageInputError
+from .images import ConcatSource, as_image_source, renamed
+
+
+class _DomainInput(NamedTuple):
+    """``fit``'s images with its ``X_target`` and ``sample_domain`` (resolved in
+    ``_prepare``, where the other estimators read their images)."""
+
+    X: object
+    X_target: object
+    sample_domain: object
+
+
+@fill_docstring
+class DomainAdaptationClassifier(FineTuneClassifier):
+    """Fine-tune on labelled source images and adapt to unlabelled target images.
+
+    Unsupervised domain adaptation: the labelled images (source) and the images the
+    model must work on, for which there are no labels (target), differ in style (studio
+    and phone photos, clean and noisy scans). Besides the classification loss on the
+    source, training minimises a domain loss that makes the pooled features of the two
+    domains alike:
+
+    - ``method="dann"`` (domain-adversarial training, Ganin & Lempitsky 2015): a domain
+      head learns to tell source from target features, and a gradient reversal layer
+      makes the network learn features it cannot tell apart;
+    - ``method="coral"`` (Deep CORAL, Sun & Saenko 2016): the squared distance between
+      the covariances of source and target features.
+
+    Everything else is :class:`FineTuneClassifier`'s: backbone and preprocessing,
+    ``unfreeze``, layer-wise rates, schedules, BatchNorm handling, checkpoints, export,
+    joblib, Dask. The domain loss acts on the trained layers only, so it needs
+    ``unfreeze`` > 0 to change the features.
+
+    **Where the target images go.** In ``X``, with their label marked unlabelled in
+    ``y``: ``-1`` for numeric labels, ``None`` or NaN for object labels (scikit-learn's
+    semi-supervised convention, as for ``SelfTrainingClassifier``). Pipelines and
+    cross-validation then split source and target rows together. ``fit(X, y,
+    X_target=...)`` appends target images for convenience, and ``sample_domain`` (skada's
+    convention: positive for source rows, negative for target rows) marks target rows
+    whose labels must be ignored. ``classes_`` never include the marker.
+
+    **Training.** Each step takes up to ``batch_size`` labelled images and as many target
+    images (so a step holds up to ``2 * batch_size`` images); an epoch is one pass over
+    the labelled images, as for :class:`FineTuneClassifier`. The domain loss's weight
+    rises from 0 to ``adaptation_weight`` along Ganin's schedule
+    ``2 / (1 + exp(-gamma * p)) - 1`` of the training progress ``p``, or stays constant.
+    ``history`` records, per epoch, ``source_loss`` (classification), ``domain_loss``,
+    ``domain_acc`` (DANN: the domain head's accuracy; near 0.5 means the domains look
+    alike to it) and ``adaptation_weight``. With no unlabelled rows the fit warns and is
+    plain fine-tuning.
+
+    **Model selection.** ``score`` is the accuracy on the labelled rows, which are source
+    rows: it measures the source domain, not the target. Early stopping and
+    ``validation_fraction`` also watch the source loss. For an unsupervised criterion on
+    target rows, see :func:`sktransfer.prediction_entropy_scorer`.
+
+    Parameters
+    ----------
+    %(shared_parameters)s
+    class_weight : dict, "balanced" or None, default=None
+        As for :class:`FineTuneClassifier`, over the labelled rows.
+    label_smoothing : float, default=0.0
+        As for :class:`FineTuneClassifier`.
+    method : {"dann", "coral"}, default="dann"
+        The domain loss.
+    adaptation_weight : float, default=1.0
+        The domain loss's weight at the end of its ramp: DANN's gradient reversal
+        coefficient (lambda), CORAL's loss weight.
+    adaptation_schedule : {"ganin", "constant"}, default="ganin"
+        Ramp the weight up along Ganin's schedule, or hold it from the first step.
+    gamma : float, default=10.0
+        Steepness of Ganin's schedule (the weight passes 90% of its maximum at
+        ``p = 0.29`` with 10).
+    domain_hidden : int, default=256
+        Width of the two hidden layers of DANN's domain head.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels of the labelled rows.
+    multilabel_ : bool
+        Always False (multi-label ``y`` is not supported).
+    %(shared_attributes)s
+
+    See Also
+    --------
+    FineTuneClassifier : The same without target images.
+    prediction_entropy_scorer : An unsupervised selection score on target rows.
+
+    Notes
+    -----
+    %(shared_notes)s
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import DomainAdaptationClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, size=(24, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.array([0, 1] * 8 + [-1] * 8)  # the last 8 images are unlabelled targets
+    >>> clf = DomainAdaptationClassifier("resnet18", weights=None, unfreeze=1,
+    ...                                  max_epochs=2, image_size=32,
+    ...                                  random_state=0).fit(X, y)
+    >>> clf.classes_
+    array([0, 1])
+    >>> sorted(k for k in clf.net_.history[-1] if k.startswith("domain"))
+    ['domain_acc', 'domain_loss']
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = DEFAULT_MODEL,
+        *,
+        weights: str | os.PathLike | None = "DEFAULT",
+        unfreeze: int | str = 0,
+        lr: float | str = 1e-3,
+        lr_decay: float | None = None,
+        schedule: str = "onecycle",
+        batchnorm: str = "frozen",
+        freeze_epochs: int = 1,
+        max_epochs: int = 10,
+        batch_size: int = 32,
+        optimizer: str = "adamw",
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.0,
+        patience: int = 3,
+        augment: bool | object = False,
+        tta: bool | int = False,
+        groups: list | dict | None = None,
+        image_size: int | None = None,
+        resize_size: int | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        random_state: int | None = None,
+        num_workers: int = 0,
+        n_threads: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        callbacks: list | None = None,
+        verbose: bool = False,
+        class_weight: dict | str | None = None,
+        label_smoothing: float = 0.0,
+        method: str = "dann",
+        adaptation_weight: float = 1.0,
+        adaptation_schedule: str = "ganin",
+        gamma: float = 10.0,
+        domain_hidden: int = 256,
+    ):
+        self._store_params(locals())
+
+    _parameter_constraints: dict = {
+        **FineTuneClassifier._parameter_constraints,
+        "method": [options(ADAPTATION_METHODS)],
+        "adaptation_weight": [Numbers(numbers.Real, 0, None, closed="left")],
+        "adaptation_schedule": [options(ADAPTATION_SCHEDULES)],
+        "gamma": [Numbers(numbers.Real, 0, None, closed="neither")],
+        "domain_hidden": [POSITIVE],
+    }
+
+    _net_class = DomainNet
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: object, y: object, sample_weight: object = None, *,
+            X_target: object = None,
+            sample_domain: object = None) -> DomainAdaptationClassifier:
+        """Fine-tune on the labelled rows while aligning them with the unlabelled ones.
+
+        Parameters
+        ----------
+        X : images
+            Source and target images, as :class:`FineTuneClassifier` takes them.
+        y : array-like of shape (n_samples,)
+            Labels; unlabelled (target) rows marked ``-1`` (numeric labels), ``None`` or
+            NaN (object labels).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the labelled rows in the classification loss (the values of
+            unlabelled rows are not used). Images of ``X_target`` weigh 1.
+        X_target : images, default=None
+            More target images, appended after ``X`` as unlabelled rows. Errors name
+            them as ``X_target[j]``.
+        sample_domain : array-like of shape (n_samples,), default=None
+            The domain of each row, in skada's convention: a positive integer for source
+            rows, a negative one for target rows, whose labels in ``y`` are then
+            ignored. Several source (or target) domains are pooled into one.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        if X_target is not None or sample_domain is not None:
+            X = _DomainInput(X, X_target, sample_domain)
+        return super().fit(X, y, sample_weight)
+
+    def _prepare(self, X: object, y: object, sample_weight: object):
+        if isinstance(X, _DomainInput):
+            X, y, sample_weight = self._resolve(X, y, sample_weight)
+        source, targets, info, weights = super()._prepare(X, y, sample_weight)
+        if not (targets < 0).any():
+            warnings.warn(
+                f"{type(self).__name__}: y has no unlabelled rows (-1, None or NaN) and no "
+                "X_target was given, so there is nothing to adapt to: this fit is plain "
+                "fine-tuning, as FineTuneClassifier's", UserWarning, stacklevel=4)
+        return source, targets, info, weights
+
+    @staticmethod
+    def _resolve(inputs: _DomainInput, y: object, sample_weight: object):
+        """One source of images and one ``y`` (target rows marked) from ``fit``'s
+        ``X``, ``X_target`` and ``sample_domain``."""
+        source = as_image_source(inputs.X)
+        y = as_label_array(y)
+        if y.ndim != 1 or len(y) != len(source):
+            raise ValueError(f"X has {len(source)} images but y has shape {y.shape}; "
+                             "y needs one label per image of X")
+        y = y.astype(object)  # copied: the caller's y is never written to
+        if inputs.sample_domain is not None:
+            domain = as_label_array(inputs.sample_domain)
+            if domain.shape != (len(source),) or domain.dtype.kind not in "iu":
+                raise ValueError(f"sample_domain must hold one integer per image of X "
+                                 f"({len(source)}), got shape {domain.shape}, dtype "
+                                 f"{domain.dtype}")
+            zero = np.flatnonzero(domain == 0)
+            if len(zero):
+                raise ValueError(f"sample_domain[{zero[0]}] is 0; use a positive number for "
+                                 "source rows and a negative one for target rows")
+            unlabelled_source = np.flatnonzero((domain > 0) & unlabelled_mask(y))
+            if len(unlabelled_source):
+                i = unlabelled_source[0]
+                raise ValueError(f"sample_domain[{i}] marks a source row but y[{i}] is "
+                                 f"unlabelled ({y[i]!r}); source rows need labels")
+            y[domain < 0] = None
+        if inputs.X_target is not None:
+            try:
+                target = as_image_source(inputs.X_target)
+            except ImageInputError as exc:
+                raise renamed(exc, "X_target") from None
+            source = ConcatSource(source, target, "X_target")
+            y = np.concatenate([y, np.full(len(target), None, dtype=object)])
+            if sample_weight is not None:
+                sample_weight = np.concatenate([np.asarray(sample_weight, dtype=np.float64),
+                                                np.ones(len(target))])
+        return source, y, sample_weight
+
+    def _encode_targets(self, y: object, n_samples: int) -> tuple[np.ndarray, dict]:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} needs labels y")
+        y = as_label_array(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y)
+        if y.ndim != 1:
+            raise ValueError(f"{type(self).__name__} takes one label per image (1-D y), "
+                             f"got shape {y.shape}; multi-label y is not supported")
+        if len(y) != n_samples:
+            raise ValueError(f"X has {n_samples} images but y has {len(y)} labels")
+        unlabelled = unlabelled_mask(y)
+        if unlabelled.all():
+            raise ValueError("y has no labelled rows: every label is the unlabelled marker "
+                             "(-1, None or NaN); domain adaptation learns the classes from "
+                             "labelled source images")
+        labels = labelled_values(y[~unlabelled])
+        encoded, info = super()._encode_targets(labels, len(labels))
+        targets = np.full(n_samples, -1, dtype=np.int64)
+        targets[~unlabelled] = encoded
+        return targets, info
+
+    def _example_weights(self, targets: np.ndarray, info: dict) -> np.ndarray | None:
+        labelled = targets >= 0
+        weights = super()._example_weights(targets[labelled], info)
+        if weights is None:
+            return None
+        full = np.ones(len(targets))
+        full[labelled] = weights
+        return full
+
+    def _split(self, targets: np.ndarray, seed: int, idx: np.ndarray | None = None):
+        # Validation holds labelled rows only; every target row trains.
+        train, valid = super()._split(targets, seed, np.flatnonzero(targets >= 0))
+        return np.concatenate([train, np.flatnonzero(targets < 0)]), valid
+
+    def _module(self, backbone, info: dict, device) -> DomainTransferNet:
+        if self.method == "dann":
+            adapter = DANNAdapter(backbone.num_features, int(self.domain_hidden))
+        else:
+            adapter = CoralAdapter()
+        return DomainTransferNet(backbone.body, backbone.num_features,
+                                 self._n_outputs(info), backbone.preprocessing, adapter,
+                                 channels_last=_runtime.use_channels_last(device),
+                                 batchnorm=self.batchnorm)
+
+    def _training_callbacks(self, train_ds) -> list:
+        if not len(domain_positions(train_ds)[1]):
+            return []
+        names = ["source_loss", "domain_loss"] + (["domain_acc"] if self.method == "dann"
+                                                  else [])
+        return [("adaptation", AdaptationSchedule(float(self.adaptation_weight),
+                                                  self.adaptation_schedule,
+                                                  float(self.gamma)))] + [
+            (name, PassthroughScoring(name, lower_is_better=None, on_train=True))
+            for name in names]
+
+    # ------------------------------------------------------------------ score
+    def score(self, X: object, y: object, sample_weight: object = None) -> float:
+        """Accuracy on the labelled rows of ``y``: the source domain's accuracy.
+
+        Unlabelled rows are left out; this is why the score says nothing about the
+        target domain (see :func:`sktransfer.prediction_entropy_scorer`).
+
+        Parameters
+        ----------
+        X : images
+            Images, as for :meth:`predict`.
+        y : array-like of shape (n_samples,)
+            Labels, unlabelled rows marked as for :meth:`fit`.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy over the labelled rows.
+        """
+        check_is_fitted(self, "net_")
+        y = as_label_array(y)
+        labelled = np.flatnonzero(~unlabelled_mask(y))
+        if not len(labelled):
+            raise ValueError("y has no labelled rows to score; for target rows use "
+                             "sktransfer.prediction_entropy_scorer")
+        rows = as_image_source(X).subset(labelled.tolist())
+        weights = None if sample_weight is None else np.asarray(sample_weight)[labelled]
+        return float(accuracy_score(labelled_values(y[labelled]), self.predict(rows),
+                                    sample_weight=weights))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = False
+        return tags
