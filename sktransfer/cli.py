@@ -157,10 +157,16 @@ def build_estimator(args, strategy: str):
             LogisticRegression(max_iter=2000)
         return make_pipeline(PretrainedFeatureExtractor(**common), last)
     lr = args.lr if args.lr == "auto" else float(args.lr)
-    return (FineTuneRegressor if regression else FineTuneClassifier)(
+    cls = FineTuneRegressor if regression else FineTuneClassifier
+    if strategy == "adapt":
+        from ._adaptation import DomainAdaptationClassifier
+
+        cls = DomainAdaptationClassifier
+        common.update(method=args.adapt, adaptation_weight=args.adaptation_weight)
+    return cls(
         **common, unfreeze=args.unfreeze, max_epochs=args.epochs, lr=lr,
         freeze_epochs=min(args.freeze_epochs, args.epochs - 1), augment=args.augment,
-        random_state=args.seed, verbose=not args.quiet and strategy == "finetune",
+        random_state=args.seed, verbose=not args.quiet and strategy in ("finetune", "adapt"),
         checkpoint=args.checkpoint,
     )
 
@@ -169,7 +175,7 @@ def _training_data(args):
     """Images, targets, a description, and the cross-validation splitter for ``args``."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from .folders import load_image_folder, load_targets_table
+    from .folders import list_images, load_image_folder, load_targets_table
 
     cv_folds = args.cv if args.cv is not None else (3 if args.strategy == "auto" else 0)
     if args.task == "regression":
@@ -198,7 +204,17 @@ def _training_data(args):
                        f"--cv {cv_folds} needs at least {cv_folds} per class")
     splitter = StratifiedKFold(cv_folds, shuffle=True, random_state=args.seed) if cv_folds \
         else None
-    return [str(p) for p in paths], y, about, splitter, cv_folds
+    paths = [str(p) for p in paths]
+    if args.unlabelled:
+        target, skipped = list_images([args.unlabelled])
+        _warn_skipped(skipped)
+        about += f"; {len(target)} unlabelled images (domain adaptation: {args.adapt})"
+        paths += [str(p) for p in target]
+        y = np.concatenate([y.astype(object), np.full(len(target), None, dtype=object)])
+        # source and target rows split together; scores count the labelled rows
+        splitter = KFold(cv_folds, shuffle=True, random_state=args.seed) if cv_folds \
+            else None
+    return paths, y, about, splitter, cv_folds
 
 
 def _cost_scoring(args) -> dict:
@@ -246,10 +262,18 @@ def cmd_fit(args) -> int:
     from .io import atomic_dump
 
     safe = Path(args.out).suffix == ".safetensors"
-    if safe and args.strategy != "finetune":
+    if safe and args.strategy != "finetune" and not args.unlabelled:
         raise CliError(f"-o {args.out}: .safetensors files hold fine-tuned models only "
                        "(--strategy finetune); other strategies end in a scikit-learn "
                        "classifier, saved as .joblib")
+    if args.unlabelled:
+        if args.task != "classification":
+            raise CliError("--unlabelled adapts a classifier; it does not apply to "
+                           "--task regression")
+        if args.strategy == "auto":
+            raise CliError("--unlabelled fine-tunes a DomainAdaptationClassifier; "
+                           "--strategy auto does not apply (use --cv for a score)")
+        args.strategy = "adapt"
     X, y, about, splitter, cv_folds = _training_data(args)
     print(about)
     metric = "R^2" if args.task == "regression" else "accuracy"
@@ -278,6 +302,8 @@ def cmd_fit(args) -> int:
         export_model(estimator, args.out)
     else:
         atomic_dump(estimator, args.out, dump=joblib.dump)
+    if args.unlabelled:
+        chosen, metric = f"domain adaptation ({args.adapt})", "accuracy (labelled images)"
     report = f"strategy: {chosen}; fit time {seconds:.1f} s"
     if cv_score is not None:
         report += f"; {cv_folds}-fold cv {metric} {cv_score:.3f}"
@@ -434,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head learning rate, or 'auto' for the LR finder's suggestion "
                         "(default: 1e-3)")
     p.add_argument("--augment", action="store_true", help="training-time augmentation")
+    p.add_argument("--unlabelled", default=None, metavar="DIR",
+                   help="domain adaptation: unlabelled images of the kind the model will "
+                        "predict (searched recursively); fine-tunes a "
+                        "DomainAdaptationClassifier on FOLDER's labelled images and these")
+    p.add_argument("--adapt", choices=["dann", "coral"], default="dann",
+                   help="with --unlabelled: the domain loss (default: dann)")
+    p.add_argument("--adaptation-weight", type=float, default=1.0,
+                   help="with --unlabelled: the domain loss's final weight (default: 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="fine-tuning: save a checkpoint in DIR after every epoch; after an "

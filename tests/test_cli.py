@@ -77,6 +77,33 @@ def test_fit_then_predict_writes_csv(folder, tmp_path, capsys, strategy):
         assert all(row["label"] in row["path"] for row in rows)
 
 
+def test_fit_with_unlabelled_images_adapts_then_predicts(folder, tmp_path, capsys):
+    target = tmp_path / "phone"
+    target.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(40, 200, size=(20, 20, 3), dtype=np.uint8)).save(
+            target / f"t{i}.png")
+    model = tmp_path / "adapted.joblib"
+    assert run("fit", folder, "-o", model, "--unlabelled", target, "--adapt", "coral",
+               "--epochs", "2", "--freeze-epochs", "0", "--cv", "2", *TINY) == 0
+    out = capsys.readouterr().out
+    assert "6 unlabelled images (domain adaptation: coral)" in out
+    assert "strategy: domain adaptation (coral)" in out
+    assert "2-fold cv accuracy (labelled images)" in out
+    import joblib
+
+    fitted = joblib.load(model)
+    assert type(fitted).__name__ == "DomainAdaptationClassifier"
+    assert fitted.method == "coral" and list(fitted.classes_) == ["bright", "dark"]
+    assert "domain_loss" in fitted.net_.history[-1]
+    assert run("predict", model, target, "-o", tmp_path / "p.csv") == 0
+    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 6
+    assert run("fit", folder, "-o", model, "--unlabelled", target, "--strategy", "auto",
+               *TINY) == 2
+    assert "--strategy auto does not apply" in capsys.readouterr().err
+
+
 def test_fit_auto_cross_validates_and_picks(folder, tmp_path, capsys):
     model = tmp_path / "auto.joblib"
     code = run("fit", folder, "-o", model, "--strategy", "auto", "--cv", "2", "--epochs", "2",
