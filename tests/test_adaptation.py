@@ -35,6 +35,8 @@ X_SRC = RNG.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
 Y_SRC = np.array([0, 1, 2] * 4)
 X_TGT = RNG.integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
 X_ALL = np.concatenate([X_SRC, X_TGT])
+# the digit-shift comparison, kept small for the suite (the benchmark has the full size)
+SHIFT_SIZE, SHIFT_SOURCE, SHIFT_EPOCHS = 32, 300, 10
 Y_ALL = np.concatenate([Y_SRC, -np.ones(8, dtype=int)])
 
 
@@ -272,10 +274,36 @@ def test_coral_brings_the_domains_feature_covariances_together():
     y = np.concatenate([ys[:60], -np.ones(60, dtype=int)])
     params = dict(method="coral", adaptation_schedule="constant", max_epochs=4,
                   unfreeze="all", lr_decay=1.0, batch_size=20, lr=3e-3)
-    adapted = _clf(adaptation_weight=50.0, **params).fit(X, y)
+    # the tiny network's 16 features vary little: its CORAL loss is ~1e-6, hence the weight
+    adapted = _clf(adaptation_weight=1e4, **params).fit(X, y)
     plain = _clf(adaptation_weight=0.0, **params).fit(X, y)
 
     def gap(clf):
         return coral_loss(_features(clf, Xs[:60]), _features(clf, Xt)).item()
 
-    assert gap(adapted) < 0.5 * gap(plain)
+    assert gap(adapted) < 0.2 * gap(plain)
+
+
+@pytest.mark.slow
+def test_dann_beats_source_only_fine_tuning_on_the_digit_shift(no_network):
+    """MNIST -> MNIST-M in small: grey digits (labelled) to digits blended into colour photo
+    crops (unlabelled; their labels only score). Same backbone (EfficientNet-Lite0,
+    ImageNet weights), same budget and seed per pair; DANN wins on the mean of 3 seeds.
+    The benchmark (benchmarks/bench_domain_adaptation.py) runs the full-size version."""
+    from sktransfer import FineTuneClassifier
+    from sktransfer.datasets import load_digits_shift
+    from sktransfer.zoo import LITE_MEAN, LITE_STD, efficientnet_lite0
+
+    net = efficientnet_lite0()
+    gains = []
+    for seed in range(3):
+        Xs, ys, Xt, yt = load_digits_shift(size=SHIFT_SIZE, seed=seed)
+        Xs, ys = Xs[:SHIFT_SOURCE], ys[:SHIFT_SOURCE]
+        params = dict(image_size=SHIFT_SIZE, resize_size=SHIFT_SIZE, mean=LITE_MEAN,
+                      std=LITE_STD, unfreeze="all", freeze_epochs=0, lr=1e-3, lr_decay=1.0,
+                      batch_size=32, max_epochs=SHIFT_EPOCHS, random_state=seed)
+        source_only = FineTuneClassifier(net, **params).fit(Xs, ys)
+        dann = DomainAdaptationClassifier(net, method="dann", **params).fit(
+            Xs, ys, X_target=Xt)
+        gains.append(np.mean(dann.predict(Xt) == yt) - np.mean(source_only.predict(Xt) == yt))
+    assert np.mean(gains) > 0.02, gains
