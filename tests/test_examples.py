@@ -23,7 +23,8 @@ def run(script: str, *args: str) -> str:
 
 def test_every_example_is_tested():
     tested = {"pipeline_logistic.py", "grid_search_finetune.py",
-              "few_shot_nearest_centroid.py", "predict_app.py", "demo.py"}
+              "few_shot_nearest_centroid.py", "predict_app.py", "demo.py",
+              "domain_adaptation.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -44,6 +45,17 @@ def test_pipeline_then_another_app_loads_it(tmp_path):
 def test_grid_search_example():
     out = run("grid_search_finetune.py", "--quick")
     assert out.count("cv accuracy") == 2 and "best: {" in out and "'group': 'head'" in out
+
+
+def test_domain_adaptation_example(tmp_path):
+    out = run("domain_adaptation.py", "--quick", "--out", str(tmp_path))
+    acc = {line[:12].strip(): float(line.split("target accuracy: ")[1].split()[0])
+           for line in out.splitlines() if "target accuracy" in line}
+    assert set(acc) == {"source only", "DANN", "CORAL"}
+    assert all(0.0 <= a <= 1.0 for a in acc.values())
+    domain = [float(v) for v in out.split("domain accuracy per epoch: ")[1].split("\n")[0].split()]
+    assert len(domain) == 2 and all(0.0 <= v <= 1.0 for v in domain)
+    assert (tmp_path / "domain_history.png").stat().st_size > 10_000
 
 
 def test_few_shot_example():
