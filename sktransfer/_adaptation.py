@@ -77,7 +77,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
     the labelled images, as for :class:`FineTuneClassifier`. The domain loss's weight
     rises from 0 to ``adaptation_weight`` along Ganin's schedule
     ``2 / (1 + exp(-gamma * p)) - 1`` of the training progress ``p``, or stays constant.
-    ``history`` records, per epoch, ``source_loss`` (classification), ``domain_loss``,
+    ``net_.history`` records, per epoch, ``source_loss`` (classification), ``domain_loss``,
     ``domain_acc`` (DANN: the domain head's accuracy; near 0.5 means the domains look
     alike to it) and ``adaptation_weight``. With no unlabelled rows the fit warns and is
     plain fine-tuning.
