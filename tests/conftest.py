@@ -144,9 +144,22 @@ class SlowCountingCNN(nn.Module):
 
     def forward(self, x):
         if x.any():  # the all-zero probes run at fit to size the output do not count
+            _wait_at_gate(type(self).seen)
             type(self).seen += len(x)
             time.sleep(self.delay)
         return self.net(x)
+
+
+def _wait_at_gate(seen: int, *, timeout: float = 120.0) -> None:
+    """Hold a process that has embedded ``$SKTRANSFER_TEST_GATE_AFTER`` images until the
+    file ``$SKTRANSFER_TEST_GATE`` exists, so a test can interrupt a job mid-way by
+    construction rather than by timing (unset: no gate)."""
+    gate, after = os.environ.get("SKTRANSFER_TEST_GATE"), os.environ.get(
+        "SKTRANSFER_TEST_GATE_AFTER")
+    if gate and after and seen >= int(after):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def slow_cnn() -> SlowCountingCNN:

@@ -253,27 +253,37 @@ def _folder(root: Path, n: int = 24) -> Path:
 
 
 def test_cli_dask_interrupted_then_resumed(client, tmp_path, capsys):
-    # 20 parts of 3 at 0.6 s each on 2 workers: about 6 s of work, so the Ctrl-C sent
-    # when the first part appears lands mid-job even on a loaded machine (with 8 parts a
-    # clean-clone run once finished the whole job before the signal was handled)
-    folder = _folder(tmp_path / "images", n=60)
+    # Each worker embeds one part (3 images), then waits at a gate until the Ctrl-C has
+    # been sent: the job is interrupted mid-way by construction, not by timing (a clean-
+    # clone run on a loaded machine once finished the whole job before the signal landed)
+    folder = _folder(tmp_path / "images", n=24)
     out = tmp_path / "emb.parquet"
+    gate = tmp_path / "gate"
     args = ["extract", str(folder), "-o", str(out), "--model", "tests.conftest:slow_cnn",
             "--image-size", "16", "--batch-size", "2", "--partition-size", "3", "-q"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "SKTRANSFER_TEST_GATE": str(gate), "SKTRANSFER_TEST_GATE_AFTER": "3",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "sktransfer", *args, "--dask", "local:2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 180
-    while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        try:
+            deadline = time.monotonic() + 180
+            while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(1.0)  # the CLI handles the Ctrl-C before any worker may go on
+        finally:
+            gate.touch()  # the waiting workers finish, so the cluster can close
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130, err
     assert "resume from the parts in" in err
     written = len(list(out.glob("part-*.parquet")))
-    assert 1 <= written < 20  # 60 images in parts of 3
+    assert 1 <= written <= 2  # one part per worker passed the gate; 8 parts in all
 
     address = client.scheduler.address
     assert main([*args, "--dask", address]) == 0
@@ -282,7 +292,7 @@ def test_cli_dask_interrupted_then_resumed(client, tmp_path, capsys):
                  "tests.conftest:slow_cnn", "--image-size", "16", "-q"]) == 0
     single = pd.read_parquet(tmp_path / "single.parquet")
     distributed = pd.read_parquet(out)
-    assert len(list(out.glob("part-*.parquet"))) == 20
+    assert len(list(out.glob("part-*.parquet"))) == 8
     assert distributed["path"].tolist() == single["path"].tolist()
     np.testing.assert_allclose(distributed.iloc[:, 2:].to_numpy(),
                                single.iloc[:, 2:].to_numpy(), atol=1e-5)
