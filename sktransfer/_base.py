@@ -36,9 +36,21 @@ class ImageEstimator(BaseEstimator):
 
     def _load_backbone(self, **options: object) -> Backbone:
         """The backbone these parameters describe (``options``: ``groups``, ``progress``)."""
-        return load_backbone(self.model, self.weights, image_size=self.image_size,
-                             resize_size=self.resize_size, mean=self.mean, std=self.std,
-                             **options)
+        return self._backbone_from(self.model, self.weights, image_size=self.image_size,
+                                   resize_size=self.resize_size, mean=self.mean,
+                                   std=self.std, **options)
+
+    def _backbone_from(self, model: object, weights: object, **options: object) -> Backbone:
+        """Build a backbone from a spec (:func:`~sktransfer.backbones.load_backbone`)."""
+        return load_backbone(model, weights, **options)
+
+    def _restore_backbone(self, prep, groups: list) -> Backbone:
+        """The architecture of an exported estimator, without weights (they follow)."""
+        backbone = self._backbone_from(self.model, None, image_size=prep.crop_size,
+                                       resize_size=prep.resize_size, mean=prep.mean,
+                                       std=prep.std, groups=dict(groups))
+        backbone.preprocessing = prep
+        return backbone
 
     def _device(self) -> torch.device:
         """Where the network runs (``device="auto"`` resolved)."""

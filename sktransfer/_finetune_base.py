@@ -116,6 +116,10 @@ class BaseFineTuner(ImageEstimator):
     def _stratify(self, targets: np.ndarray) -> np.ndarray | None:
         return None
 
+    def _fingerprint_targets(self, targets: object) -> object:
+        """What identifies the targets in a checkpoint's fingerprint."""
+        return targets
+
     def _loss(self, info: dict) -> WeightedLoss:
         raise NotImplementedError
 
@@ -125,6 +129,11 @@ class BaseFineTuner(ImageEstimator):
 
     def _n_outputs(self, info: dict) -> int:
         raise NotImplementedError
+
+    def _dataset(self, source, prep: Preprocessing, targets=None, indices=None, augment=None,
+                 weights=None, views=None) -> ImageDataset:
+        """The items the net trains or predicts on (segmentation: images with masks)."""
+        return ImageDataset(source, prep, targets, indices, augment, weights, views)
 
     def _training_callbacks(self, train_ds: ImageDataset) -> list:
         """Extra ``(name, callback)`` pairs for this fit (before the training state's)."""
@@ -186,8 +195,8 @@ class BaseFineTuner(ImageEstimator):
         fork = [] if device.type != "cuda" else [device]
         backbone = self._backbone(seed, fork)
         train_idx, valid_idx = self._split(targets, seed)
-        train_ds = ImageDataset(source, backbone.preprocessing, targets, train_idx,
-                                self._augmentation(backbone.preprocessing.crop_size), weights)
+        train_ds = self._dataset(source, backbone.preprocessing, targets, train_idx,
+                                 self._augmentation(backbone.preprocessing.crop_size), weights)
         finder = None
         if self.lr != "auto":
             lr = float(self.lr)
@@ -198,8 +207,8 @@ class BaseFineTuner(ImageEstimator):
                                       fork, meter=meter)
             lr = finder.suggestion
         meta["lr"] = lr
-        plain_train = ImageDataset(source, backbone.preprocessing, targets, train_idx,
-                                   weights=weights)
+        plain_train = self._dataset(source, backbone.preprocessing, targets, train_idx,
+                                    weights=weights)
         validate = valid_idx is not None
         # Seeded, without touching the caller's global torch RNG.
         with torch.random.fork_rng(devices=fork):
@@ -208,7 +217,7 @@ class BaseFineTuner(ImageEstimator):
             plan = self._plan(module, backbone.groups, lr)
             train_split = None
             if validate:
-                train_split = predefined_split(ImageDataset(
+                train_split = predefined_split(self._dataset(
                     source, backbone.preprocessing, targets, valid_idx, weights=weights))
             state = TrainingState(monitor="valid_loss" if validate else None,
                                   patience=self.patience if validate else None,
@@ -313,9 +322,9 @@ class BaseFineTuner(ImageEstimator):
             seed = self._seed()
             fork = [] if device.type != "cuda" else [device]
             backbone = self._backbone(seed, fork)
-            dataset = ImageDataset(source, backbone.preprocessing, targets, None,
-                                   self._augmentation(backbone.preprocessing.crop_size),
-                                   weights)
+            dataset = self._dataset(source, backbone.preprocessing, targets, None,
+                                    self._augmentation(backbone.preprocessing.crop_size),
+                                    weights)
             return self._range_test(backbone, dataset, info, device, seed, fork,
                                     start_lr=start_lr, end_lr=end_lr, num_steps=num_steps)
 
@@ -343,7 +352,7 @@ class BaseFineTuner(ImageEstimator):
             return self._lazy(X, "predict_proba")
         self._check_tta()
         source = as_image_source(X)
-        dataset = ImageDataset(source, self.preprocessing_, views=tta_views(self.tta))
+        dataset = self._dataset(source, self.preprocessing_, views=tta_views(self.tta))
         # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
         with self.net_.on_device(), _runtime.torch_threads(self.n_threads):
             out = self.net_.predict_proba(dataset)
@@ -472,7 +481,8 @@ class BaseFineTuner(ImageEstimator):
         params = {k: v for k, v in self.get_params(deep=False).items()
                   if k not in self._VOLATILE}
         params["estimator"] = type(self).__name__
-        labels = targets if weights is None else [targets, weights]
+        labels = self._fingerprint_targets(targets)
+        labels = labels if weights is None else [labels, weights]
         key = fit_fingerprint(params, source, labels)
         path = os.path.join(self.checkpoint, f"finetune-{key[:24]}.ckpt")
         meta = {"fingerprint": key}
@@ -487,9 +497,10 @@ class BaseFineTuner(ImageEstimator):
         idx = np.arange(len(targets)) if idx is None else idx
         if not self.validation_fraction:
             return idx, None
+        strata = self._stratify(targets)
         try:
             train, valid = train_test_split(idx, test_size=self.validation_fraction,
-                                            stratify=self._stratify(targets[idx]),
+                                            stratify=None if strata is None else strata[idx],
                                             random_state=seed)
         except ValueError as exc:
             raise ValueError(

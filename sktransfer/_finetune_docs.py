@@ -3,6 +3,8 @@ estimator's docstring by :func:`fill_docstring`."""
 
 from __future__ import annotations
 
+import re
+
 # Shared parameter documentation, placed into each estimator's docstring.
 SHARED_PARAMETERS = """\
 model : str or torch.nn.Module, default="efficientnet_b0"
@@ -138,9 +140,26 @@ SHARED_NOTES = """\
     trained without interruption."""
 
 
-def fill_docstring(cls: type) -> type:
-    """Put the shared parameter, attribute and notes sections into ``cls.__doc__``."""
-    cls.__doc__ = (cls.__doc__.replace("%(shared_parameters)s", SHARED_PARAMETERS)
+def _with_entries(section: str, entries: dict[str, str]) -> str:
+    """``section`` with the entries of the named parameters replaced by ``entries``'s
+    (each ``"name : type\n        description"``, indented as the section's)."""
+    for name, text in entries.items():
+        match = re.search(rf"(^|\n    ){re.escape(name)} : .*?(?=\n    \S|\Z)", section,
+                          flags=re.S)
+        if match is None:
+            raise KeyError(f"no shared parameter {name!r}")
+        section = section[:match.start()] + match.group(1) + text + section[match.end():]
+    return section
+
+
+def fill_docstring(cls: type | None = None, *, parameters: dict[str, str] | None = None):
+    """Put the shared parameter, attribute and notes sections into ``cls.__doc__``;
+    ``parameters`` replaces the entries of shared parameters that mean something else
+    for that estimator (usable as ``@fill_docstring(parameters={...})``)."""
+    if cls is None:
+        return lambda klass: fill_docstring(klass, parameters=parameters)
+    shared = _with_entries(SHARED_PARAMETERS, parameters or {})
+    cls.__doc__ = (cls.__doc__.replace("%(shared_parameters)s", shared)
                    .replace("%(shared_attributes)s", SHARED_ATTRIBUTES)
                    .replace("%(shared_notes)s", SHARED_NOTES))
     return cls

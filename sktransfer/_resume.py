@@ -210,4 +210,4 @@ def fit_fingerprint(params: dict, source: ImageSource, y: np.ndarray) -> str:
                 images.append(f"{os.path.abspath(item)}|{stat.st_size}|{stat.st_mtime_ns}")
             else:
                 images.append(content_bytes(item))
-    return fingerprint(_stable(params), images, np.asarray(y))
+    return fingerprint(_stable(params), images, y if isinstance(y, list) else np.asarray(y))

@@ -33,15 +33,19 @@ class TransferNet(nn.Module):
     statistics never drift (skorch calls ``train()`` at every training step; this is where
     that is undone).
 
+    ``head`` replaces the linear head (segmentation's decoder; it then defines the
+    forward pass with its subclass).
+
     A batch of shape ``(N, V, 3, H, W)`` holds ``V`` views of each image (test-time
     augmentation); the output is then ``(N, V, n_outputs)``.
     """
 
     def __init__(self, body: nn.Module, num_features: int, n_outputs: int, prep: Preprocessing,
-                 channels_last: bool = False, batchnorm: str = "train"):
+                 channels_last: bool = False, batchnorm: str = "train",
+                 head: nn.Module | None = None):
         super().__init__()
         self.body = body
-        self.head = nn.Linear(num_features, n_outputs)
+        self.head = nn.Linear(num_features, n_outputs) if head is None else head
         self.prep = prep
         self.channels_last = channels_last
         self.batchnorm = batchnorm

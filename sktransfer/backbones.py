@@ -58,6 +58,9 @@ class Backbone:
         Identifies the pretrained weights without hashing them (torchvision weights name,
         or a local file's path, size and modification time); None where only the tensors
         themselves identify them.
+    decoder : nn.Module or None
+        The pretrained decoder of a segmentation model (its ``body`` then returns a dict
+        of feature maps); None for classification backbones.
     """
 
     body: nn.Module
@@ -66,6 +69,7 @@ class Backbone:
     preprocessing: Preprocessing
     name: str
     weights_id: str | None = None
+    decoder: nn.Module | None = None
 
 
 class PooledBody(nn.Module):
@@ -129,10 +133,10 @@ def _cached_file(enum: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _load_enum(name: str, enum: WeightsEnum, progress: bool) -> nn.Module:
+def _load_enum(name: str, enum: WeightsEnum, progress: bool, **kwargs: object) -> nn.Module:
     cached = _cached_file(enum)
     try:
-        return tvm.get_model(name, weights=enum, progress=progress)
+        return tvm.get_model(name, weights=enum, progress=progress, **kwargs)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
         if cached.exists():
             raise
@@ -304,6 +308,13 @@ def _generic_groups(net: nn.Module) -> list[tuple[str, list[str]]]:
         else:
             groups.append((name, [name]))
     return groups
+
+
+def parse_groups(groups: list | dict) -> list[tuple[str, list[str]]]:
+    """The ``groups`` parameter as ``(name, submodule names)`` pairs, stem first."""
+    items = groups.items() if isinstance(groups, dict) else (
+        (g if isinstance(g, str) else "+".join(g), g) for g in groups)
+    return [(str(k), [v] if isinstance(v, str) else list(v)) for k, v in items]
 
 
 def check_groups(net: nn.Module, groups: list[tuple[str, list[str]]]) -> None:
@@ -478,9 +489,7 @@ def load_backbone(
     if groups is None:
         layer_groups = timm_groups or default_groups(net)
     else:
-        items = groups.items() if isinstance(groups, dict) else (
-            (g if isinstance(g, str) else "+".join(g), g) for g in groups)
-        layer_groups = [(str(k), [v] if isinstance(v, str) else list(v)) for k, v in items]
+        layer_groups = parse_groups(groups)
     check_groups(net, layer_groups)
     body = PooledBody(net)
     preprocessing = make_preprocessing(base, image_size, resize_size, mean, std)

@@ -34,6 +34,7 @@ from torchvision.transforms.v2 import functional as TF
 from .errors import ImageInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_EXIF_ORIENTATION = 0x0112
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -272,6 +273,25 @@ class ImageSource:
         """Image ``index`` as the user passed it (array sources: a ``(3, H, W)`` view)."""
         return self._array[index] if self._array is not None else self._items[index]
 
+    def size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of image ``index`` as :meth:`read` gives it; files are
+        sized from their header (EXIF orientation included), not decoded."""
+        if self._array is not None:
+            return tuple(self._array.shape[-2:])
+        item = self._items[index]
+        if isinstance(item, (str, Path)):
+            try:
+                with Image.open(item) as img:
+                    width, height = img.size
+                    if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                        width, height = height, width  # exif_transpose turns it
+                    return height, width
+            except Exception:  # unreadable: decoding names the problem
+                pass
+        img = self.read(index)
+        return tuple(img.shape[-2:]) if isinstance(img, torch.Tensor) else (img.height,
+                                                                          img.width)
+
     def subset(self, indices: Sequence[int]) -> ImageSource:
         """The images at ``indices``; errors still name their positions in the full input."""
         indices = list(indices)
@@ -323,6 +343,10 @@ class ConcatSource(ImageSource):
     def item(self, index: int) -> object:
         source, j = self._where(index)
         return source.item(j)
+
+    def size(self, index: int) -> tuple[int, int]:
+        source, j = self._where(index)
+        return source.size(j)
 
     def subset(self, indices: Sequence[int]) -> ImageSource:
         return ImageSource(items=[self.item(i) for i in indices])
