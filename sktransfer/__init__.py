@@ -20,11 +20,14 @@ _EXPORTS = {
     "DomainAdaptationClassifier": "_adaptation",
     "FineTuneClassifier": "_finetune",
     "FineTuneRegressor": "_regressor",
+    "FineTuneSegmenter": "_segmenter",
     "LRFindResult": "_lr_finder",
     "ImageInputError": "errors",
     "export_model": "exchange",
     "import_model": "exchange",
     "fit_cost": "_cost",
+    "mean_iou_score": "_iou",
+    "mean_iou_scorer": "_iou",
     "prediction_entropy_scorer": "_unlabelled",
 }
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "DomainAdaptationClassifier",
     "FineTuneClassifier",
     "FineTuneRegressor",
+    "FineTuneSegmenter",
     "ImageInputError",
     "LRFindResult",
     "PretrainedFeatureExtractor",
@@ -41,6 +45,8 @@ __all__ = [
     "fit_cost",
     "import_model",
     "load_backbone",
+    "mean_iou_score",
+    "mean_iou_scorer",
     "prediction_entropy_scorer",
 ]
 
@@ -49,8 +55,10 @@ if TYPE_CHECKING:
     from ._cost import ComputeCost, fit_cost
     from ._extractor import PretrainedFeatureExtractor
     from ._finetune import FineTuneClassifier
+    from ._iou import mean_iou_score, mean_iou_scorer
     from ._lr_finder import LRFindResult
     from ._regressor import FineTuneRegressor
+    from ._segmenter import FineTuneSegmenter
     from ._unlabelled import prediction_entropy_scorer
     from .backbones import Backbone, load_backbone
     from .errors import ImageInputError, WeightsUnavailableError

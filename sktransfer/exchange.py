@@ -24,7 +24,7 @@ from ._extractor import PretrainedFeatureExtractor
 from ._finetune import FineTuneClassifier
 from ._finetune_base import BaseFineTuner
 from ._regressor import FineTuneRegressor
-from .backbones import load_backbone
+from ._segmenter import FineTuneSegmenter
 from .images import Preprocessing
 from .io import atomic_dump
 
@@ -34,7 +34,7 @@ _META_KEY = "sktransfer"
 # Training-only parameters holding code: not exported, defaults on import.
 _CODE_PARAMS = {"augment": False, "callbacks": None}
 _ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegressor,
-                                              DomainAdaptationClassifier,
+                                              DomainAdaptationClassifier, FineTuneSegmenter,
                                               PretrainedFeatureExtractor)}
 
 
@@ -208,10 +208,7 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
     fitted = config["fitted"]
     prep = _preprocessing(fitted["preprocessing"])
     groups = [(str(g), [str(m) for m in members]) for g, members in fitted["groups"]]
-    backbone = load_backbone(params["model"], None, image_size=prep.crop_size,
-                             resize_size=prep.resize_size, mean=prep.mean, std=prep.std,
-                             groups=dict(groups))
-    backbone.preprocessing = prep
+    backbone = estimator._restore_backbone(prep, groups)
     try:
         return estimator.__sktransfer_restore__(backbone, load_file(path), fitted)
     except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors

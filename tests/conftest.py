@@ -110,7 +110,11 @@ def cache_weights(enum, seed: int = 123) -> Path:
     if not path.exists():
         torch.manual_seed(seed)
         name = type(enum).__name__.removesuffix("_Weights").lower()
-        state = tvm.get_model(name, weights=None).state_dict()
+        kwargs = {}
+        if name in tvm.list_models(module=tvm.segmentation):  # the file holds it all
+            kwargs = {"weights_backbone": None, **({} if name.startswith("lraspp") else
+                                                   {"aux_loss": True})}
+        state = tvm.get_model(name, weights=None, **kwargs).state_dict()
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, path)
     return path

@@ -19,7 +19,7 @@ API_PAGE = Path(__file__).parents[1] / "docs" / "api.md"
 # and named Returns entries ("embeddings : ndarray ...") are the house style.
 IGNORED = {"ES01", "SA01", "EX01", "GL08", "RT02"}
 ESTIMATORS = ["PretrainedFeatureExtractor", "FineTuneClassifier", "FineTuneRegressor",
-              "DomainAdaptationClassifier"]
+              "DomainAdaptationClassifier", "FineTuneSegmenter"]
 
 
 def documented() -> list[str]:
