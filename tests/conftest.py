@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -126,6 +127,14 @@ def cached_mobilenet(torch_home: Path) -> Path:
     from torchvision import models as tvm
 
     return cache_weights(tvm.MobileNet_V3_Small_Weights.DEFAULT)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that must take Ctrl-C as a terminal user's process does:
+    SIGINT back to its default before exec, so Python installs its handler (a shell
+    running the suite in the background, ``make test &``, starts it with SIGINT ignored,
+    and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def has_cuda() -> bool:

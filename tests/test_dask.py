@@ -35,7 +35,7 @@ from sktransfer import (
 from sktransfer.cli import main
 from sktransfer.dask import ParallelPostFit, _environment_kept, connect
 
-from .conftest import SlowCountingCNN, has_cuda, tiny_cnn
+from .conftest import SlowCountingCNN, default_sigint, has_cuda, tiny_cnn
 
 ROOT = Path(__file__).parents[1]
 RNG = np.random.default_rng(3)
@@ -265,7 +265,7 @@ def test_cli_dask_interrupted_then_resumed(client, tmp_path, capsys):
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "sktransfer", *args, "--dask", "local:2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=default_sigint)
     try:
         try:
             deadline = time.monotonic() + 180

@@ -20,6 +20,7 @@ from skorch.callbacks import Callback
 from sktransfer import FineTuneClassifier
 from sktransfer._resume import read_checkpoint
 
+from .conftest import default_sigint
 from .test_finetune import X_TOY, Y_TOY, toy
 
 
@@ -51,11 +52,6 @@ def ctrl_c_raises():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
-
-
-def _default_sigint() -> None:
-    """In a child before exec: SIGINT back to its default, so Python installs its handler."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def proba(clf: FineTuneClassifier) -> np.ndarray:
@@ -246,7 +242,7 @@ def test_cli_ctrl_c_then_the_same_command_resumes(tmp_path):
                "--checkpoint", str(ckpt), "-q"]
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_default_sigint)
+                            text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while not list(ckpt.glob("*.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
