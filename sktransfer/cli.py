@@ -262,6 +262,21 @@ def cmd_fit(args) -> int:
     from .io import atomic_dump
 
     safe = Path(args.out).suffix == ".safetensors"
+
+    def save(estimator) -> None:
+        if safe:
+            from .exchange import export_model
+
+            export_model(estimator, args.out)
+        else:
+            atomic_dump(estimator, args.out, dump=joblib.dump)
+
+    if args.task == "segmentation":
+        from ._cli_segmentation import cmd_fit_segmentation
+
+        return cmd_fit_segmentation(args, save)
+    if args.masks:
+        raise CliError("--masks is for --task segmentation")
     if safe and args.strategy != "finetune" and not args.unlabelled:
         raise CliError(f"-o {args.out}: .safetensors files hold fine-tuned models only "
                        "(--strategy finetune); other strategies end in a scikit-learn "
@@ -296,12 +311,7 @@ def cmd_fit(args) -> int:
             cv_score = cross_val_score(estimator, X, y, cv=splitter).mean()
         estimator.fit(X, y)
     seconds = time.perf_counter() - start
-    if safe:
-        from .exchange import export_model
-
-        export_model(estimator, args.out)
-    else:
-        atomic_dump(estimator, args.out, dump=joblib.dump)
+    save(estimator)
     if args.unlabelled:
         chosen, metric = f"domain adaptation ({args.adapt})", "accuracy (labelled images)"
     report = f"strategy: {chosen}; fit time {seconds:.1f} s"
@@ -358,6 +368,10 @@ def cmd_predict(args) -> int:
     model = load_model(args.model_file, args.model)
     paths, skipped = list_images(args.inputs)
     _warn_skipped(skipped)
+    if hasattr(model, "n_classes_") and hasattr(model, "ignore_index"):  # a segmenter
+        from ._cli_segmentation import write_masks
+
+        return write_masks(model, paths, args.out)
     if not hasattr(model, "predict_proba"):
         header, rows = _regression_rows(model, paths)
     else:
@@ -427,14 +441,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbone_options(p)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("fit", help="train a classifier or regressor and save it",
+    p = sub.add_parser("fit", help="train a classifier, regressor or segmenter and save it",
                        epilog=EPILOG)
     p.add_argument("folder", help="classification: folder with one subfolder of images per "
-                                  "class; regression: the folder the --targets paths are in")
-    p.add_argument("--task", choices=["classification", "regression"],
+                                  "class; regression: the folder the --targets paths are "
+                                  "in; segmentation: the images (searched recursively)")
+    p.add_argument("--task", choices=["classification", "regression", "segmentation"],
                    default="classification",
-                   help="classification (labels from subfolders) or regression (continuous "
-                        "targets from --targets) (default: classification)")
+                   help="classification (labels from subfolders), regression (continuous "
+                        "targets from --targets) or segmentation (a mask per image from "
+                        "--masks) (default: classification)")
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="segmentation: folder of label images (PNG, one class index per "
+                        "pixel), paired with FOLDER's images by file name")
+    p.add_argument("--ignore-index", type=int, default=255,
+                   help="segmentation: the mask value of unannotated pixels (default: 255)")
     p.add_argument("--targets", default=None, metavar="FILE.csv",
                    help="regression: CSV with an image column ('path', else the first; "
                         "relative to FOLDER) and numeric target columns")
@@ -475,14 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbone_options(p)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("predict", help="predict with a saved model; writes CSV", epilog=EPILOG)
+    p = sub.add_parser("predict", help="predict with a saved model; writes CSV (PNG masks "
+                                       "for a segmentation model)", epilog=EPILOG)
     p.add_argument("model_file", help="a model written by 'sktransfer fit' (.joblib, or "
                                       ".safetensors read without unpickling)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
                    help="for a .safetensors model fine-tuned from a custom network: the "
                         "factory building that architecture")
-    p.add_argument("-o", "--out", default=None, help="CSV file (default: standard output)")
+    p.add_argument("-o", "--out", default=None,
+                   help="CSV file (default: standard output); for a segmentation model, the "
+                        "folder that receives one PNG mask per image")
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -167,3 +167,57 @@ def load_targets_table(
             raise FolderError(f"{table}, row {row + 2}: image {path} not found")
         paths.append(path)
     return paths, targets.astype(float)
+
+
+def load_mask_folder(
+    images: str | os.PathLike, masks: str | os.PathLike
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """Pair the images of a folder with their masks in another, by file stem.
+
+    ``images/a/cat.jpg`` pairs with ``masks/cat.png`` (or ``masks/a/cat.png``): the mask
+    of an image is the file of the masks folder (searched recursively) with the same
+    name without extension.
+
+    Parameters
+    ----------
+    images : path
+        Folder of images, searched recursively.
+    masks : path
+        Folder of label images (single-channel PNGs), searched recursively.
+
+    Returns
+    -------
+    image_paths, mask_paths : list of Path
+        Paired, sorted by image path.
+    unused : list of Path
+        Mask files whose stem matches no image.
+
+    Raises
+    ------
+    FolderError
+        If a folder is missing or empty, two files of a folder share a stem, or an image
+        has no mask.
+    """
+    found = {}
+    for role, folder in (("image", Path(images)), ("mask", Path(masks))):
+        if not folder.is_dir():
+            raise FolderError(f"{role} folder not found: {folder}")
+        paths, _ = _scan(folder)
+        if not paths:
+            raise FolderError(f"no image files in the {role} folder {folder}")
+        by_stem: dict[str, Path] = {}
+        for path in paths:
+            if path.stem in by_stem:
+                raise FolderError(f"{by_stem[path.stem]} and {path} share the name "
+                                  f"{path.stem!r}; images and masks pair by file name, so "
+                                  f"names must be unique within the {role} folder")
+            by_stem[path.stem] = path
+        found[role] = by_stem
+    missing = [p for stem, p in found["image"].items() if stem not in found["mask"]]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FolderError(f"no mask for {missing[0]}{more} in {masks} (masks pair with "
+                          f"images by file name: {missing[0].stem}.png)")
+    pairs = sorted(found["image"].items(), key=lambda item: item[1])
+    unused = sorted(p for stem, p in found["mask"].items() if stem not in found["image"])
+    return [p for _, p in pairs], [found["mask"][stem] for stem, _ in pairs], unused

@@ -252,3 +252,59 @@ def test_regression_input_errors_name_the_row(regression_folder, tmp_path, capsy
     assert run("fit", "--task", "regression", root, "--targets", tmp_path / "bad2.csv",
                "-o", tmp_path / "m.joblib", *TINY) == 2
     assert "row 2: image" in capsys.readouterr().err
+
+
+@pytest.fixture
+def mask_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """Six JPEG photo collages in subfolders, their label PNGs in a flat folder."""
+    from sktransfer.datasets import load_photo_collage
+
+    X, masks = load_photo_collage(6, size=24, seed=0)
+    images, labels = tmp_path / "images", tmp_path / "masks"
+    for i, (x, m) in enumerate(zip(X, masks, strict=True)):
+        sub = images / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x).save(sub / f"c{i}.jpg")
+        labels.mkdir(exist_ok=True)
+        Image.fromarray(m.astype(np.uint8)).save(labels / f"c{i}.png")
+    return images, labels
+
+
+@pytest.mark.parametrize("suffix", [".joblib", ".safetensors"])
+def test_fit_segmentation_then_predict_writes_png_masks(mask_folders, tmp_path, capsys,
+                                                        suffix):
+    images, masks = mask_folders
+    model = tmp_path / f"seg{suffix}"
+    assert run("fit", images, "--task", "segmentation", "--masks", masks, "-o", model,
+               "--strategy", "finetune", "--epochs", "2", "--cv", "2", *TINY) == 0
+    out = capsys.readouterr().out
+    assert "6 images with masks" in out and "2-fold cv mean IoU" in out
+    extra = ["--model", "tests.conftest:tiny_cnn"] if suffix == ".safetensors" else []
+    assert run("predict", model, images, "-o", tmp_path / "pred", *extra) == 0
+    written = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert written == [f"c{i}.png" for i in range(6)]
+    png = Image.open(tmp_path / "pred" / "c3.png")
+    assert png.mode == "P" and png.size == (24, 24)  # each image's own size
+    assert set(np.unique(np.array(png))) <= {0, 1}  # pixel values are the class indices
+
+
+def test_segmentation_command_line_errors(mask_folders, tmp_path, capsys):
+    images, masks = mask_folders
+    assert run("fit", images, "--task", "segmentation", "-o", tmp_path / "m.joblib",
+               *TINY) == 2
+    assert "--task segmentation needs --masks DIR" in capsys.readouterr().err
+    (masks / "c4.png").unlink()
+    assert run("fit", images, "--task", "segmentation", "--masks", masks, "-o",
+               tmp_path / "m.joblib", *TINY) == 2
+    err = capsys.readouterr().err
+    assert "no mask for" in err and "c4.jpg" in err
+    Image.new("L", (10, 10)).save(masks / "c4.png")  # the wrong size
+    assert run("fit", images, "--task", "segmentation", "--masks", masks, "-o",
+               tmp_path / "m.joblib", "--epochs", "1", *TINY) == 2
+    assert "is 10x10 (HxW) but its image" in capsys.readouterr().err
+    Image.new("L", (24, 24)).save(masks / "c4.png")
+    assert run("fit", images, "--task", "segmentation", "--masks", masks, "-o",
+               tmp_path / "m.joblib", "--epochs", "2", *TINY) == 0
+    capsys.readouterr()
+    assert run("predict", tmp_path / "m.joblib", images) == 2
+    assert "writes one PNG mask per image: pass -o FOLDER" in capsys.readouterr().err
