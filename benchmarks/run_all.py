@@ -8,7 +8,10 @@
 (e) hostile and damaged files: read or clear error, 0 crashes;
 (f) timm backbones vs timm's own loop, target >= 0.95;
 (g) 2,000 JPEGs on a 2-worker Dask LocalCluster vs one process, target >= 0.8, scheduler
-    overhead < 5% of a task.
+    overhead < 5% of a task;
+(h) segmentation (FCN-8s) training time per epoch and predict images/s vs a hand-written
+    FCN loop, targets <= 1.10 and >= 0.95 (the mean-IoU comparison runs on its own:
+    bench_segmentation.py --part quality).
 Results go to benchmarks/results/ (summary.md, summary.json and one JSON per benchmark).
 """
 
@@ -29,6 +32,7 @@ import bench_extraction
 import bench_finetune
 import bench_hostile
 import bench_scaling
+import bench_segmentation
 import bench_timm
 
 RESULTS = Path("benchmarks/results")
@@ -43,6 +47,8 @@ def main() -> None:
     hostile = bench_hostile.main([])
     bench_timm.main([])
     dask_result = bench_dask.main([])
+    bench_segmentation.main(["--part", "speed"])
+    segmentation = json.loads((RESULTS / "segmentation.json").read_text())["speed"]
     timm_rows = json.loads((RESULTS / "timm.json").read_text())["results"]
     extraction = json.loads((RESULTS / "extraction.json").read_text())
     finetune = json.loads((RESULTS / "finetune.json").read_text())
@@ -96,6 +102,16 @@ def main() -> None:
                  f"{dask_result['mean_task_s']:.2f} s",
                  f"{100 * dask_result['overhead_share']:.2f}%", "< 5%",
                  dask_result["overhead_share"] < 0.05))
+    rows.append(("(h) segmentation, FCN-8s resnet18: training s/epoch vs hand-written",
+                 f"{segmentation['sktransfer_s_per_epoch']:.2f} s vs "
+                 f"{segmentation['hand_s_per_epoch']:.2f} s",
+                 f"{segmentation['train_ratio']:.3f}", "<= 1.10",
+                 segmentation["train_ratio"] <= 1.10))
+    rows.append(("(h) segmentation, FCN-8s resnet18: predict img/s vs hand-written",
+                 f"{segmentation['sktransfer_predict_img_s']:.1f} img/s vs "
+                 f"{segmentation['hand_predict_img_s']:.1f} img/s",
+                 f"{segmentation['predict_ratio']:.3f}", ">= 0.95",
+                 segmentation["predict_ratio"] >= 0.95))
     lines = [f"Machine: {machine}", "",
              "| benchmark | measured | ratio | target | met |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {'yes' if ok else 'NO'} |" for a, b, c, d, ok in rows]

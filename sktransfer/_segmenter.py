@@ -266,15 +266,13 @@ class FineTuneSegmenter(BaseFineTuner):
                     images, rest = batch
                     mirrored = net.evaluation_step((images.flip(-1), rest), training=False)
                     scores = (scores + mirrored.flip(-1)) / 2
-                for row in scores:
-                    height, width = source.size(index)
-                    index += 1
-                    row = F.interpolate(row[None].float(), size=(height, width),
-                                        mode="bilinear", align_corners=False)[0]
-                    if proba:
-                        out.append(torch.softmax(row, 0).permute(1, 2, 0).cpu().numpy())
-                    else:
-                        out.append(row.argmax(0).cpu().numpy().astype(np.int64))
+                sizes = [source.size(i) for i in range(index, index + len(scores))]
+                index += len(scores)
+                if len(set(sizes)) == 1:  # one call for the batch (arrays: always)
+                    out += _finish(scores, sizes[0], proba)
+                else:
+                    out += [_finish(row[None], size, proba)[0]
+                            for row, size in zip(scores, sizes, strict=True)]
         return np.stack(out) if source.is_array else out
 
     def __sklearn_tags__(self):
@@ -344,6 +342,16 @@ class FineTuneSegmenter(BaseFineTuner):
     def _target_info(fitted: dict) -> dict:
         n_classes = int(fitted["n_classes"])
         return {"n_classes_": n_classes, "classes_": np.arange(n_classes)}
+
+
+def _finish(scores: torch.Tensor, size: tuple[int, int], proba: bool) -> list[np.ndarray]:
+    """Class scores ``(N, C, h, w)`` to masks (or probabilities) at the images' ``size``."""
+    scores = scores.float()
+    if tuple(scores.shape[-2:]) != tuple(size):
+        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+    if proba:
+        return list(torch.softmax(scores, 1).permute(0, 2, 3, 1).cpu().numpy())
+    return list(scores.argmax(1).cpu().numpy().astype(np.int64))
 
 
 def _refuse_dask(X: object) -> None:

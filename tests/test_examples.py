@@ -70,6 +70,9 @@ def test_demo_quick(tmp_path):
     assert "frozen features + LogReg" in out and "identical: True" in out
     assert (tmp_path / "strategies.png").stat().st_size > 10_000
     assert (tmp_path / "best_model.joblib").exists()
+    iou = float(out.split("test mean IoU ")[1].split(";")[0])
+    assert 0.5 < iou <= 1  # two classes: a constant prediction scores about 0.25
+    assert (tmp_path / "segmentation.png").stat().st_size > 10_000
     rows = {line[:34].strip(): float(line[34:].split()[0]) for line in out.splitlines()
             if line.startswith(("raw pixels", "frozen features", "Lite0 from"))}
     assert rows["frozen features + LogReg"] > rows["raw pixels + LogReg"] + 0.15
