@@ -372,3 +372,14 @@ def test_fcn_on_pretrained_lite0_beats_a_per_pixel_baseline_on_photo_collages():
     print(f"mean IoU: FCN {fcn}, per-pixel logistic regression {pixel}")
     assert np.mean(fcn) > np.mean(pixel) + 0.08
     assert all(f > p for f, p in zip(fcn, pixel, strict=True))  # on every seed
+
+
+def test_early_stopping_recalibration_and_the_lr_finder_work_on_masks():
+    seg = _seg(max_epochs=6, validation_fraction=0.25, patience=1, batchnorm="recalibrate",
+               unfreeze="all", freeze_epochs=0, lr=0.5).fit(X8, Y8)  # a rate that diverges
+    history = seg.net_.history
+    assert "valid_loss" in history[-1]
+    valid = history[:, "valid_loss"]
+    assert seg.best_epoch_ == int(np.argmin(valid)) + 1  # the best epoch's weights are kept
+    found = _seg(unfreeze=1).lr_find(X8, Y8, num_steps=8)
+    assert len(found.lrs) == len(found.losses) > 1 and found.suggestion > 0
