@@ -44,8 +44,25 @@ class ImageEstimator(BaseEstimator):
         """Build a backbone from a spec (:func:`~sktransfer.backbones.load_backbone`)."""
         return load_backbone(model, weights, **options)
 
-    def _restore_backbone(self, prep, groups: list) -> Backbone:
-        """The architecture of an exported estimator, without weights (they follow)."""
+    def __sktransfer_architecture__(self, prep, groups: list) -> Backbone:
+        """The backbone of an exported estimator, without its weights (restore loads them).
+
+        Part of the exchange protocol with ``__sktransfer_export__`` /
+        ``__sktransfer_restore__``: :func:`~sktransfer.import_model` asks the estimator
+        for its architecture rather than knowing which kinds of backbone it takes.
+
+        Parameters
+        ----------
+        prep : Preprocessing
+            The exported preprocessing.
+        groups : list of (str, list of str)
+            The exported layer groups.
+
+        Returns
+        -------
+        Backbone
+            Built from the estimator's ``model`` with ``weights=None``.
+        """
         backbone = self._backbone_from(self.model, None, image_size=prep.crop_size,
                                        resize_size=prep.resize_size, mean=prep.mean,
                                        std=prep.std, groups=dict(groups))

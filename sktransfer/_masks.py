@@ -121,12 +121,14 @@ def as_mask_source(y: object, n_images: int) -> MaskSource:
     if isinstance(y, np.ndarray) and y.dtype != object:
         if y.ndim == 2 and n_images == 1:
             y = y[None]
+        if y.ndim == 4 and y.shape[-1] == 1:  # (n, H, W, 1), as image libraries give
+            y = y[..., 0]
         if y.ndim != 3:
             raise ValueError(f"y has shape {y.shape}; masks are (n_images, H, W) label "
                              "arrays")
         _check_dtype(y.dtype, "y")
         items: Sequence = y
-    elif hasattr(y, "__array__") and not isinstance(y, (list, tuple)):  # torch tensors
+    elif hasattr(y, "__array__") and not isinstance(y, (list, tuple, np.ndarray)):  # tensors
         return as_mask_source(np.asarray(y), n_images)
     elif isinstance(y, (Sequence, np.ndarray)):
         items = list(y)

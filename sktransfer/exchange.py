@@ -208,7 +208,7 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
     fitted = config["fitted"]
     prep = _preprocessing(fitted["preprocessing"])
     groups = [(str(g), [str(m) for m in members]) for g, members in fitted["groups"]]
-    backbone = estimator._restore_backbone(prep, groups)
+    backbone = estimator.__sktransfer_architecture__(prep, groups)
     try:
         return estimator.__sktransfer_restore__(backbone, load_file(path), fitted)
     except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors

@@ -308,3 +308,13 @@ def test_segmentation_command_line_errors(mask_folders, tmp_path, capsys):
     capsys.readouterr()
     assert run("predict", tmp_path / "m.joblib", images) == 2
     assert "writes one PNG mask per image: pass -o FOLDER" in capsys.readouterr().err
+
+
+def test_fit_segmentation_auto_picks_the_unfreeze_depth_by_cv_iou(mask_folders, tmp_path,
+                                                                  capsys):
+    images, masks = mask_folders
+    assert run("fit", images, "--task", "segmentation", "--masks", masks, "-o",
+               tmp_path / "seg.joblib", "--strategy", "auto", "--epochs", "2", *TINY) == 0
+    out = capsys.readouterr().out
+    assert out.count("cv mean IoU") == 4  # one row per depth, then the report
+    assert "strategy: finetune (unfreeze=" in out and "3-fold cv mean IoU" in out

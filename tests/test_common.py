@@ -150,7 +150,7 @@ def test_export_restore_pair_recreates_the_fitted_estimator(case):
     assert set(ImageEstimator._parameter_constraints) <= set(est._parameter_constraints)
     module, prep, groups, fitted = est.__sktransfer_export__()
     fresh = clone(est)
-    backbone = fresh._restore_backbone(prep, groups)  # the architecture, no weights
+    backbone = fresh.__sktransfer_architecture__(prep, groups)  # the architecture, no weights
     restored = fresh.__sktransfer_restore__(backbone, module.state_dict(), fitted)
     assert restored is fresh
     np.testing.assert_allclose(getattr(restored, method)(X_IMAGES),

@@ -168,8 +168,10 @@ def test_exchange_uses_only_the_estimators_export_restore_pair():
     from sktransfer import exchange
 
     source = inspect.getsource(exchange)
-    # estimator.<private member> other than the __sktransfer_export/restore__ protocol
-    reach_ins = re.findall(r"estimator\.(?!__sktransfer_(?:export|restore)__)_\w+", source)
+    # estimator.<private member> other than the __sktransfer_export/restore/architecture__
+    # protocol
+    reach_ins = re.findall(
+        r"estimator\.(?!__sktransfer_(?:export|restore|architecture)__)_\w+", source)
     assert reach_ins == [], reach_ins
     assert "estimator.__sktransfer_export__()" in source
     assert "estimator.__sktransfer_restore__(" in source

@@ -383,3 +383,15 @@ def test_early_stopping_recalibration_and_the_lr_finder_work_on_masks():
     assert seg.best_epoch_ == int(np.argmin(valid)) + 1  # the best epoch's weights are kept
     found = _seg(unfreeze=1).lr_find(X8, Y8, num_steps=8)
     assert len(found.lrs) == len(found.losses) > 1 and found.suggestion > 0
+
+
+def test_masks_in_every_container_train_alike():
+    """An (n, H, W) array, a list, an object array, a tensor, a pandas Series."""
+    import pandas as pd
+
+    expected = _weights(_seg(max_epochs=1).fit(X8, Y8))
+    containers = [list(Y8), np.array([*Y8, None], dtype=object)[:-1],
+                  torch.from_numpy(Y8), pd.Series(list(Y8)), Y8[..., None]]
+    for y in containers:
+        got = _weights(_seg(max_epochs=1).fit(X8, y))
+        assert all(torch.equal(expected[k], got[k]) for k in expected), type(y)
