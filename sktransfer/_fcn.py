@@ -72,7 +72,8 @@ def choose_taps(net: nn.Module, groups: list[tuple[str, list[str]]], skip: bool 
                 name: str, size: int) -> tuple[dict[str, str], dict[str, int]]:
     """The modules whose outputs the FCN reads, coarsest first, and their channels.
 
-    The coarsest is the last layer group (stride 32 for the usual backbones); ``skip``
+    The coarsest is the last layer group giving maps (stride 32 for the usual backbones);
+    ``skip``
     adds the last group at half, then a quarter of that stride (FCN-16s, FCN-8s).
     Stages are sized on a :data:`PROBE_SIZE` image, or on one of the network's input
     ``size`` for networks that take no other (vision transformers).
@@ -84,13 +85,16 @@ def choose_taps(net: nn.Module, groups: list[tuple[str, list[str]]], skip: bool 
         probe = size
         shapes = stage_shapes(net, groups, probe)
     maps = [(group, module, shape) for group, module, shape in shapes if len(shape) == 4]
-    if not maps or maps[-1][0] != shapes[-1][0]:
+    last = max((k for k, (_, _, shape) in enumerate(shapes) if len(shape) == 4), default=-1)
+    if any(len(shape) == 3 for _, _, shape in shapes[last + 1:]):
+        maps = []  # maps followed by tokens (a ViT's patch embedding): not a convnet
+    if not maps:  # trailing groups that pool (timm's pre_logits) are simply not read
         found = shapes[-1][2] or "no tensor"
         raise ValueError(
             f"FineTuneSegmenter needs a backbone whose layer groups give feature maps "
-            f"(N, C, H, W); the last group of {name} ({shapes[-1][0]!r}) gives {found} "
-            "(transformers give tokens). Use a convolutional backbone, or groups= naming "
-            "convolutional stages")
+            f"(N, C, H, W) up to the last one that does not pool; {name}'s last group, "
+            f"{shapes[-1][0]!r}, gives {found} (transformers give tokens). Use a "
+            "convolutional backbone, or groups= naming convolutional stages")
     strides = [(group, module, round(probe / shape[2]), shape[1])
                for group, module, shape in maps]
     _, top_module, top_stride, top_channels = strides[-1]

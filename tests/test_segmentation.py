@@ -261,6 +261,14 @@ def test_skips_start_at_zero_so_training_starts_from_fcn_32s():
     torch.testing.assert_close(head(feats), coarse)
 
 
+def test_fcn_on_a_timm_convnet_reads_its_stages_not_its_pooled_group():
+    seg = FineTuneSegmenter("timm:convnext_atto", weights=None, image_size=64, max_epochs=1,
+                            random_state=0).fit(X8[:4], Y8[:4])
+    assert seg.layer_groups_[-1] == "pre_logits"  # pooled: not read by the FCN
+    assert list(seg.net_.module_.body.taps.values()) == ["stages.3", "stages.2", "stages.1"]
+    assert seg.predict(X8[:2]).shape == (2, 18, 18)
+
+
 def test_a_backbone_without_feature_maps_is_refused_clearly():
     with pytest.raises(ValueError, match="needs a backbone whose layer groups give feature "
                                          "maps"):
