@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import EXIT_OK, CliError, _device_params, backbone_params
+from .cli import EXIT_OK, CliError, _device_params, backbone_params, report_fit
 
 
 def build_segmenter(args, unfreeze):
@@ -28,7 +28,6 @@ def cmd_fit_segmentation(args, save) -> int:
     """Fit a segmenter on FOLDER's images and --masks' label images; ``save`` writes it."""
     from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 
-    from ._cost import fit_cost
     from .folders import load_mask_folder
 
     if not args.masks:
@@ -68,14 +67,7 @@ def cmd_fit_segmentation(args, save) -> int:
         estimator.fit(X, y)
     seconds = time.perf_counter() - start
     save(estimator)
-    report = f"strategy: {chosen}; fit time {seconds:.1f} s"
-    if cv_score is not None:
-        report += f"; {cv_folds}-fold cv mean IoU {cv_score:.3f}"
-    print(report)
-    final = fit_cost(estimator)
-    if final is not None:
-        print(f"final fit (network): {final}")
-    print(f"wrote model to {args.out}")
+    report_fit(estimator, chosen, seconds, cv_score, cv_folds, "mean IoU", args.out)
     return EXIT_OK
 
 

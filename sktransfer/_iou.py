@@ -73,12 +73,13 @@ def mean_iou_score(y_true: object, y_pred: object, *, n_classes: int | None = No
     >>> mean_iou_score(truth, np.array([[[0, 1, 1, 1]]]))  # IoU 1/2 and 2/3
     0.5833333333333333
     """
-    if n_classes is None:
+    if n_classes is None:  # read the masks once (files too), then count
         true = as_mask_source(y_true, len(y_true))
         pred = as_mask_source(y_pred, len(true))
-        labels = [int(m[m != ignore_index].max(initial=-1)) for m in map(true.read,
-                                                                          range(len(true)))]
-        labels += [int(pred.read(i).max(initial=-1)) for i in range(len(pred))]
+        y_true = [true.read(i) for i in range(len(true))]
+        y_pred = [pred.read(i) for i in range(len(pred))]
+        labels = [int(m[m != ignore_index].max(initial=-1)) for m in y_true]
+        labels += [int(m.max(initial=-1)) for m in y_pred]
         n_classes = max(max(labels) + 1, 1)
     matrix = confusion(y_true, y_pred, n_classes=n_classes, ignore_index=ignore_index)
     inter = np.diag(matrix).astype(np.float64)

@@ -258,7 +258,6 @@ def cmd_fit(args) -> int:
     from sklearn.model_selection import GridSearchCV, cross_val_score
     from sklearn.pipeline import Pipeline
 
-    from ._cost import fit_cost
     from .io import atomic_dump
 
     safe = Path(args.out).suffix == ".safetensors"
@@ -314,6 +313,15 @@ def cmd_fit(args) -> int:
     save(estimator)
     if args.unlabelled:
         chosen, metric = f"domain adaptation ({args.adapt})", "accuracy (labelled images)"
+    report_fit(estimator, chosen, seconds, cv_score, cv_folds, metric, args.out)
+    return EXIT_OK
+
+
+def report_fit(estimator, chosen: str, seconds: float, cv_score: float | None,
+               cv_folds: int, metric: str, out: str) -> None:
+    """Print what ``fit`` did: strategy, time, cross-validated score, cost, where it went."""
+    from ._cost import fit_cost
+
     report = f"strategy: {chosen}; fit time {seconds:.1f} s"
     if cv_score is not None:
         report += f"; {cv_folds}-fold cv {metric} {cv_score:.3f}"
@@ -321,8 +329,7 @@ def cmd_fit(args) -> int:
     final = fit_cost(estimator)
     if final is not None:
         print(f"final fit (network): {final}")
-    print(f"wrote model to {args.out}")
-    return EXIT_OK
+    print(f"wrote model to {out}")
 
 
 def load_model(path: str, architecture: str | None = None):
