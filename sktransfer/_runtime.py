@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Mapping
 
 import torch
@@ -69,16 +70,69 @@ def cpu_features() -> Mapping[str, object]:
     return {}
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (see ``NATIVE_BF16_FEATURES``).
+#: Environment variable that overrides :func:`cpu_has_native_bf16`: ``1`` (or ``yes``,
+#: ``true``, ``on``) makes it answer yes, ``0`` (``no``, ``false``, ``off``) no; unset or
+#: empty, the CPU is asked. For contributors: the test suite runs ``precision="auto"``'s
+#: bfloat16 path on a CPU without native bf16 (emulated bf16 rounds the same way, only
+#: slower) and its float32 path on one with it (``pytest --native-bf16=yes|no``).
+NATIVE_BF16_ENV = "SKTRANSFER_NATIVE_BF16"
 
-    oneDNN's own query (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it
-    also answers yes for AVX-512 CPUs without BF16 instructions, where oneDNN converts to
-    float32 and bfloat16 autocast was measured slower than float32 (see
-    :doc:`/performance`).
-    """
+_YES, _NO = {"1", "yes", "true", "on"}, {"0", "no", "false", "off"}
+
+
+def _bf16_override() -> bool | None:
+    value = os.environ.get(NATIVE_BF16_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    raise ValueError(f"{NATIVE_BF16_ENV}={os.environ[NATIVE_BF16_ENV]!r}: use 1 or 0 "
+                     "(or unset it to ask the CPU)")
+
+
+def cpu_detects_native_bf16() -> bool:
+    """Whether this CPU's features include a bfloat16 one (``NATIVE_BF16_FEATURES``),
+    whatever :data:`NATIVE_BF16_ENV` says."""
     features = cpu_features()
     return any(bool(features.get(name)) for name in NATIVE_BF16_FEATURES)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether ``precision="auto"`` treats this CPU as computing bfloat16 in hardware.
+
+    The CPU's own answer (:func:`cpu_detects_native_bf16`) unless :data:`NATIVE_BF16_ENV`
+    overrides it. oneDNN's own query (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is
+    not used: it also answers yes for AVX-512 CPUs without BF16 instructions, where oneDNN
+    converts to float32 and bfloat16 autocast was measured slower than float32 (see
+    :doc:`/performance`).
+    """
+    override = _bf16_override()
+    return cpu_detects_native_bf16() if override is None else override
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"float32"``, ``"bfloat16"`` or ``"float16"``: the compute dtype's name."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
+def compute_path(device: torch.device | str, dtype: torch.dtype | None) -> str:
+    """Which arithmetic actually ran, for reading a measured figure wherever it was taken.
+
+    ``"float32"``; on a CPU ``"native bf16"`` or ``"emulated bf16"`` (from the CPU's
+    features, not :data:`NATIVE_BF16_ENV`); on a GPU ``"bf16 autocast (cuda)"`` or
+    ``"fp16 autocast (cuda)"``.
+    """
+    device = torch.device(device)
+    if dtype is None or dtype == torch.float32:
+        return "float32"
+    short = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    if device.type != "cpu":
+        return f"{short} autocast ({device.type})"
+    if dtype == torch.bfloat16:
+        return f"{'native' if cpu_detects_native_bf16() else 'emulated'} bf16"
+    return "fp16 (cpu)"
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

@@ -19,6 +19,35 @@ from torch import nn
 os.environ["SKTRANSFER_MEASURE_ENERGY"] = "0"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--native-bf16", choices=("detect", "yes", "no", "flip"), default="detect",
+        help="what sktransfer's CPU bfloat16 detection answers, so precision='auto' takes "
+             "the bf16 path (yes) or the float32 path (no) on any CPU; 'flip' answers the "
+             "opposite of this CPU (make test runs the precision tests that way). Sets "
+             "SKTRANSFER_NATIVE_BF16, which child processes inherit.")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from sktransfer import _runtime
+
+    choice = config.getoption("--native-bf16")
+    if choice == "flip":
+        choice = "no" if _runtime.cpu_detects_native_bf16() else "yes"
+    if choice != "detect":
+        os.environ[_runtime.NATIVE_BF16_ENV] = "1" if choice == "yes" else "0"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from sktransfer import _runtime
+
+    forced = os.environ.get(_runtime.NATIVE_BF16_ENV)
+    answer = "bfloat16" if _runtime.cpu_has_native_bf16() else "float32"
+    return (f"sktransfer: precision='auto' on this CPU computes in {answer} (CPU "
+            f"{'has' if _runtime.cpu_detects_native_bf16() else 'lacks'} native bf16"
+            f"{f'; {_runtime.NATIVE_BF16_ENV}={forced}' if forced else ''})")
+
+
 def tiny_cnn(n_classes: int = 10, seed: int = 0) -> nn.Sequential:
     """A small CNN with BatchNorm, a pooled body and a Linear head."""
     torch.manual_seed(seed)

@@ -10,6 +10,8 @@ from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _runtime
 
 from .conftest import tiny_cnn
 
+pytestmark = pytest.mark.precision
+
 CPU = torch.device("cpu")
 X = np.random.default_rng(0).integers(0, 256, size=(6, 18, 18, 3), dtype=np.uint8)
 PREP = {"image_size": 16, "resize_size": 16}
@@ -20,6 +22,7 @@ def cpu_with(monkeypatch):
     """Pretend the CPU has exactly the given features."""
 
     def set_features(**features):
+        monkeypatch.delenv(_runtime.NATIVE_BF16_ENV, raising=False)  # the CPU answers
         monkeypatch.setattr(_runtime, "cpu_features", lambda: features)
 
     return set_features
@@ -65,7 +68,7 @@ def test_this_machines_answer_agrees_with_torchs_own_queries():
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("torch's per-feature queries are x86 ones")
     expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert _runtime.cpu_has_native_bf16() == expected
+    assert _runtime.cpu_detects_native_bf16() == expected
 
 
 def test_auto_bf16_embeds_in_float32_close_to_float32(cpu_with, tmp_path):
@@ -92,3 +95,25 @@ def test_auto_bf16_fine_tunes_under_autocast(cpu_with):
     assert clf.net_.amp_dtype == torch.bfloat16
     assert clf.fit_cost_.precision == "bfloat16"
     assert clf.predict_proba(X).dtype == np.float32
+
+
+@pytest.mark.parametrize("value, answer", [("1", True), ("yes", True), ("0", False),
+                                           ("off", False)])
+def test_the_environment_overrides_the_cpus_answer(monkeypatch, value, answer):
+    """SKTRANSFER_NATIVE_BF16 (pytest --native-bf16) sends "auto" down either path on
+    any CPU; what the CPU really has is still reported (benchmarks print it)."""
+    monkeypatch.setenv(_runtime.NATIVE_BF16_ENV, value)
+    for features in ({}, {"avx512_bf16": True}):
+        monkeypatch.setattr(_runtime, "cpu_features", lambda f=features: f)
+        assert _runtime.cpu_has_native_bf16() is answer
+        assert _runtime.autocast_dtype(CPU, "auto") == (torch.bfloat16 if answer else None)
+        assert _runtime.cpu_detects_native_bf16() is bool(features)
+        path = _runtime.compute_path(CPU, torch.bfloat16)
+        assert path == ("native bf16" if features else "emulated bf16")
+    assert _runtime.compute_path(CPU, None) == "float32"
+
+
+def test_a_bad_override_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv(_runtime.NATIVE_BF16_ENV, "maybe")
+    with pytest.raises(ValueError, match="SKTRANSFER_NATIVE_BF16='maybe'"):
+        _runtime.autocast_dtype(CPU, "auto")
