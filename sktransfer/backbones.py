@@ -26,6 +26,7 @@ from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
 from . import _timm
+from ._meta import output_shape
 from ._timm import is_timm_spec
 from .errors import WeightsUnavailableError
 from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
@@ -493,7 +494,6 @@ def load_backbone(
     check_groups(net, layer_groups)
     body = PooledBody(net)
     preprocessing = make_preprocessing(base, image_size, resize_size, mean, std)
-    with torch.no_grad():
-        size = preprocessing.crop_size
-        num_features = body(torch.zeros(1, 3, size, size)).shape[1]
+    size = preprocessing.crop_size
+    num_features = output_shape(body, (1, 3, size, size))[1]  # shapes only, no arithmetic
     return Backbone(body, int(num_features), layer_groups, preprocessing, name, weights_id)

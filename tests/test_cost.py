@@ -104,6 +104,54 @@ def test_cached_images_cost_nothing(tmp_path):
     assert ext.transform_cost_.n_images == 3  # five came from the cache
 
 
+def test_a_fully_cached_fit_and_transform_count_no_flops_and_run_no_forward_pass(
+        tmp_path, monkeypatch):
+    """What a search over the head does after its first fold: every embedding is in the
+    cache, so neither the FLOP count (a copy of the network, a quarter of a second for an
+    EfficientNet) nor any forward pass may run."""
+    warm = PretrainedFeatureExtractor(tiny_cnn(), cache=tmp_path, **PREP).fit()
+    expected = warm.transform(X8)
+    counts, forwards = [], []
+    monkeypatch.setattr(_cost, "_MEMO", {})  # a fresh process: nothing counted yet
+    real = _cost._count_any
+    monkeypatch.setattr(_cost, "_count_any", lambda *a: counts.append(a) or real(*a))
+    model = tiny_cnn()
+
+    def record(module, inputs):  # real passes only (shapes are probed on "meta")
+        if not inputs[0].is_meta:
+            forwards.append(len(inputs[0]))
+
+    model[0].register_forward_pre_hook(record)
+    ext = PretrainedFeatureExtractor(model, cache=tmp_path, **PREP)
+    np.testing.assert_array_equal(ext.fit(X8).transform(X8), expected)
+    assert counts == [] and forwards == []
+    assert ext.transform_cost_.n_images == ext.transform_cost_.forward_flops == 0
+    # the count happens when it is needed: the first image that misses the cache
+    ext.transform(X8[:3] // 2)
+    assert len(counts) == 1 and forwards == [3]
+    assert ext.transform_cost_.forward_flops == 3 * warm.flops_per_image_ > 0
+
+
+def test_flops_are_counted_once_per_architecture_input_and_trained_set(monkeypatch):
+    counts = []
+    real = _cost._count_any
+    monkeypatch.setattr(_cost, "_MEMO", {})
+    monkeypatch.setattr(_cost, "_count_any", lambda *a: counts.append(a[1:3]) or real(*a))
+    for seed in range(3):  # refits in a search: other weights, the same architecture
+        PretrainedFeatureExtractor(tiny_cnn(seed=seed), precision="float32",
+                                   **PREP).fit().transform(X8)
+    assert counts == [((3, 16, 16), False)]
+    net = tiny_cnn()
+    assert count_flops(net, (3, 16, 16), train=True) == count_flops(
+        tiny_cnn(seed=1), (3, 16, 16), train=True)
+    net[0].requires_grad_(False)  # another trained set: another backward count
+    frozen_stem = count_flops(net, (3, 16, 16), train=True)
+    count_flops(net, (3, 32, 32))  # another input size
+    count_flops(tiny_cnn(n_classes=3), (3, 16, 16))  # another architecture
+    assert len(counts) == 5
+    assert frozen_stem[1] < count_flops(tiny_cnn(), (3, 16, 16), train=True)[1]
+
+
 def test_costs_add_up_and_energy_only_when_both_have_it():
     a = ComputeCost(1.0, 2, 10, 4, "cpu", "float32", 1e-3, 5e-4, "codecarbon x")
     b = ComputeCost(2.0, 3, 20, 0, "cpu", "bfloat16", 2e-3, 1e-3, "codecarbon x")
