@@ -16,7 +16,9 @@ Runs in the benchmark environment of ``bench_vs_fastai.py`` (scikit-image for th
 
 Run: python benchmarks/bench_bf16_accuracy.py [--tasks photos textures digits]
      [--seeds 0] [--no-finetune]
-Writes benchmarks/results/bf16_accuracy.json and prints a table.
+Writes benchmarks/results/bf16_accuracy.json and prints a table; each row names the
+arithmetic paths compared (``path``, e.g. ``emulated bf16 vs float32``), as the estimators
+recorded them.
 """
 
 from __future__ import annotations
@@ -35,24 +37,29 @@ PRECISIONS = ("float32", "bfloat16")
 
 
 def embeddings(paths, precision):
+    from _paths import path_of
+
     from sktransfer import PretrainedFeatureExtractor
     from sktransfer.zoo import LITE_MEAN, LITE_STD
 
     ext = PretrainedFeatureExtractor(lite0(), image_size=SIZE, resize_size=SIZE,
                                      mean=LITE_MEAN, std=LITE_STD, precision=precision)
-    return ext.fit().transform(paths)
+    return ext.fit().transform(paths), path_of(ext.transform_cost_)
 
 
 def compare_embeddings(train, test):
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    emb = {p: (embeddings(train[0], p), embeddings(test[0], p)) for p in PRECISIONS}
+    emb, path = {}, {}
+    for p in PRECISIONS:
+        (X_train, path[p]), (X_test, _) = embeddings(train[0], p), embeddings(test[0], p)
+        emb[p] = X_train, X_test
     a = np.concatenate(emb["float32"])
     b = np.concatenate(emb["bfloat16"])
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     row = {"cosine_mean": float(cos.mean()), "cosine_worst": float(cos.min()),
-           "n_images": len(cos)}
+           "n_images": len(cos), "path": f"{path['bfloat16']} vs {path['float32']}"}
     for p in PRECISIONS:
         clf = LogisticRegression(max_iter=3000).fit(emb[p][0], train[1])
         row[f"logreg_{p}"] = float(clf.score(emb[p][1], test[1]))
@@ -60,6 +67,8 @@ def compare_embeddings(train, test):
 
 
 def finetune(train, test, seed, precision):
+    from _paths import path_of
+
     from sktransfer import FineTuneClassifier
     from sktransfer.zoo import LITE_MEAN, LITE_STD
 
@@ -69,7 +78,8 @@ def finetune(train, test, seed, precision):
                              precision=precision)
     start = time.perf_counter()
     clf.fit(*train)
-    return float(clf.score(*test)), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return float(clf.score(*test)), seconds, path_of(clf.fit_cost_)
 
 
 def main(argv=None):
@@ -98,27 +108,30 @@ def main(argv=None):
                 continue
             for seed in args.seeds:
                 for precision in PRECISIONS:
-                    acc, seconds = finetune(train, test, seed, precision)
+                    acc, seconds, path = finetune(train, test, seed, precision)
                     results["finetune"].append({"task": task, "seed": seed,
                                                 "precision": precision, "accuracy": acc,
-                                                "seconds": seconds})
+                                                "seconds": seconds, "path": path})
                     print(f"{task:9s} fine-tune {precision:8s} seed {seed}  acc {acc:.3f}  "
-                          f"{seconds:6.1f} s", flush=True)
+                          f"{seconds:6.1f} s  [{path}]", flush=True)
                     out.write_text(json.dumps(results, indent=1))
 
-    print("\n| task | embedding cosine, mean (worst image) | LogReg float32 | LogReg bf16 |")
-    print("|---|---|---|---|")
+    print("\n| task | embedding cosine, mean (worst image) | LogReg float32 | LogReg bf16 | "
+          "path |")
+    print("|---|---|---|---|---|")
     for task, row in results["embeddings"].items():
         print(f"| {task} | {row['cosine_mean']:.4f} ({row['cosine_worst']:.3f}) | "
-              f"{row['logreg_float32']:.3f} | {row['logreg_bfloat16']:.3f} |")
+              f"{row['logreg_float32']:.3f} | {row['logreg_bfloat16']:.3f} | {row['path']} |")
     if results["finetune"]:
-        print("\n| task | seed | fine-tune float32 | fine-tune bf16 |")
-        print("|---|---|---|---|")
+        print("\n| task | seed | fine-tune float32 | fine-tune bf16 | path |")
+        print("|---|---|---|---|---|")
         for task in args.tasks:
             for seed in args.seeds:
-                acc = {r["precision"]: r["accuracy"] for r in results["finetune"]
-                       if r["task"] == task and r["seed"] == seed}
-                print(f"| {task} | {seed} | {acc['float32']:.3f} | {acc['bfloat16']:.3f} |")
+                runs = {r["precision"]: r for r in results["finetune"]
+                        if r["task"] == task and r["seed"] == seed}
+                f32, bf16 = runs["float32"], runs["bfloat16"]
+                print(f"| {task} | {seed} | {f32['accuracy']:.3f} | {bf16['accuracy']:.3f} | "
+                      f"{bf16['path']} vs {f32['path']} |")
 
 
 if __name__ == "__main__":

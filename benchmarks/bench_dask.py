@@ -11,6 +11,8 @@ decodes and crops per second, from which the projection for 10 million images on
 
 Run: .venv/bin/python benchmarks/bench_dask.py [--n 2000] [--model resnet18]
 The two alternate (best of --repeats each), so drifting machine load hits both alike.
+The ratio's line names the arithmetic path each ran in (``path``: float32 here, as the
+extractor is asked for; native or emulated bf16 or GPU autocast otherwise).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _paths import path_of, sides
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from sktransfer import PretrainedFeatureExtractor
+from sktransfer._runtime import resolve_device
 from sktransfer.images import Preprocessing, decode_file
 
 
@@ -99,10 +103,14 @@ def main(argv=None) -> dict:
 
         ext.transform(paths[:32])  # warm-up
 
+        single_path = []  # the path the extractor records (a Dask transform records none)
+
         def run_single():
             start = time.perf_counter()
             out = ext.transform(paths)
-            return time.perf_counter() - start, out
+            elapsed = time.perf_counter() - start
+            single_path[:] = [path_of(ext.transform_cost_)]
+            return elapsed, out
 
         start = time.perf_counter()
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
@@ -133,6 +141,9 @@ def main(argv=None) -> dict:
             client.close()
             cluster.close()
     assert np.abs(distributed - single).max() < 1e-4, "the cluster must compute the same"
+    # the workers resolve the same device and precision on this machine
+    path = sides(single_process=single_path[0],
+                 cluster=path_of(resolve_device(ext.device), ext.precision))
 
     single_rate = args.n / t_single
     cluster_rate = args.n / t_cluster
@@ -144,7 +155,7 @@ def main(argv=None) -> dict:
         "partition_size": args.partition_size,
         "single_img_s": single_rate, "cluster_img_s": cluster_rate,
         "cluster_img_s_per_worker": per_worker, "embedding_width": ext.n_features_out_,
-        "ratio": cluster_rate / single_rate, "cluster_start_s": t_start,
+        "ratio": cluster_rate / single_rate, "path": path, "cluster_start_s": t_start,
         "task_overhead_ms": overhead * 1e3, "mean_task_s": float(np.mean(task_s)),
         "overhead_share": overhead / float(np.mean(task_s)),
         "per_core_decode_img_s": per_core_decode,
@@ -163,7 +174,7 @@ def main(argv=None) -> dict:
     print(f"{args.n} JPEGs ({mean_kb:.0f} KB), {args.model}, {args.workers} workers x 1 "
           f"thread, partitions of {args.partition_size}")
     print(f"single process: {single_rate:.1f} img/s; cluster: {cluster_rate:.1f} img/s; "
-          f"ratio {result['ratio']:.2f} (target >= 0.8)")
+          f"ratio {result['ratio']:.2f} (target >= 0.8)  [{path}]")
     print(f"cluster start {t_start:.1f} s; scheduler overhead {overhead * 1e3:.2f} ms per "
           f"task vs {np.mean(task_s):.2f} s per partition task "
           f"({100 * result['overhead_share']:.2f}%, target < 5%)")

@@ -21,7 +21,9 @@ sktransfer also runs the 13th, partial one).
 
 Run: python benchmarks/bench_domain_adaptation.py [--seeds 0 1 2] [--n 400]
      [--n-target 898] [--size 48] [--epochs 15] [--configs ...] [--output NAME.json]
-Writes benchmarks/results/domain_adaptation.json and prints a table.
+Writes benchmarks/results/domain_adaptation.json and prints a table; each run and each row
+names the arithmetic path it ran in (``path``: native or emulated bf16, float32, GPU
+autocast; sktransfer's from the estimator's cost report, skada's float32 on skorch's device).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def common(args, seed):
 
 def run_sktransfer(config, args, seed, task):
     import numpy as np
+    from _paths import path_of
     from sklearn.linear_model import LogisticRegression
 
     from sktransfer import (
@@ -92,7 +95,7 @@ def run_sktransfer(config, args, seed, task):
         clf = LogisticRegression(max_iter=3000).fit(ext.fit_transform(Xs), ys)
         predicted = clf.predict(ext.transform(Xt))
         return {"target_acc": float(np.mean(predicted == yt)), "s_per_epoch": None,
-                "fit_s": time.perf_counter() - start}
+                "fit_s": time.perf_counter() - start, "path": path_of(ext.transform_cost_)}
     if config == "source-only":
         est = FineTuneClassifier(lite0(), **kw).fit(Xs, ys)
     else:
@@ -104,7 +107,8 @@ def run_sktransfer(config, args, seed, task):
     history = est.net_.history
     row = {"target_acc": float(np.mean(est.predict(Xt) == yt)),
            "source_acc": float(np.mean(est.predict(Xs) == ys)),
-           "s_per_epoch": float(np.mean(history[:, "dur"])), "fit_s": fit_s}
+           "s_per_epoch": float(np.mean(history[:, "dur"])), "fit_s": fit_s,
+           "path": path_of(est.fit_cost_)}
     if "domain_acc" in history[-1]:
         row["domain_acc"] = [round(float(v), 3) for v in history[:, "domain_acc"]]
     return row
@@ -113,6 +117,7 @@ def run_sktransfer(config, args, seed, task):
 def run_skada(args, seed, task, sigmoid=False):
     import numpy as np
     import torch
+    from _paths import path_of
     from skada.deep import DANN
     from torch import nn
 
@@ -164,7 +169,9 @@ def run_skada(args, seed, task, sigmoid=False):
                                   allow_source=True)
     return {"target_acc": float(np.mean(predicted == yt)),
             "source_acc": float(np.mean(source_pred == ys)),
-            "s_per_epoch": float(np.mean(net.history_[:, "dur"])), "fit_s": fit_s}
+            "s_per_epoch": float(np.mean(net.history_[:, "dur"])), "fit_s": fit_s,
+            # skorch without autocast: float32 on skorch's device (cpu unless told)
+            "path": path_of(net.device, show_device=True)}
 
 
 def main(argv=None) -> dict:
@@ -196,7 +203,7 @@ def main(argv=None) -> dict:
             results[config].append(row)
             print(config, json.dumps(row), flush=True)
     summary = {}
-    print(f"\n{'method':<20} {'target acc (mean ± sd)':<24} {'source acc':<11} s/epoch")
+    print(f"\n{'method':<20} {'target acc (mean ± sd)':<24} {'source acc':<11} s/epoch  path")
     for config, rows in results.items():
         acc = np.array([r["target_acc"] for r in rows])
         src = [r["source_acc"] for r in rows if "source_acc" in r]
@@ -204,11 +211,12 @@ def main(argv=None) -> dict:
         summary[config] = {"target_acc_mean": float(acc.mean()),
                            "target_acc_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                            "source_acc_mean": float(np.mean(src)) if src else None,
-                           "s_per_epoch_mean": float(np.mean(epoch)) if epoch else None}
+                           "s_per_epoch_mean": float(np.mean(epoch)) if epoch else None,
+                           "path": " / ".join(dict.fromkeys(r["path"] for r in rows))}
         s = summary[config]
         print(f"{config:<20} {s['target_acc_mean']:.3f} ± {s['target_acc_sd']:.3f}"
               f"{'':<10} {s['source_acc_mean'] or float('nan'):<11.3f} "
-              f"{s['s_per_epoch_mean'] or float('nan'):.2f}")
+              f"{s['s_per_epoch_mean'] or float('nan'):<7.2f}  {s['path']}")
     out = {"task": {"n_source": args.n, "n_target": args.n_target, "size": args.size,
                     "epochs": args.epochs, "seeds": args.seeds,
                     "backbone": "EfficientNet-Lite0 (ImageNet)"},

@@ -12,7 +12,8 @@ ratios measure the same thing.
 
 Run: .venv/bin/python benchmarks/bench_extraction.py [--model efficientnet_b0] [--n 256]
 Runs alternate between the two (best of --repeats each), so drifting machine load hits
-both alike. Prints images/s for both and the ratio (target >= 0.95) and writes JSON.
+both alike. Prints images/s for both and the ratio (target >= 0.95), with the arithmetic
+path each ran in (``path``: native or emulated bf16, float32, GPU autocast), and writes JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _paths import path_of, sides
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
@@ -143,7 +145,9 @@ def main(argv=None):
 
     t_fp32 = fp32_time(lambda: hand_written(body, X, prep, args.batch_size, device,
                                             "float32"), t_hand)
-    rows = [("uint8 array", args.n / t_lib, args.n / t_hand, args.n / t_fp32)]
+    # the path the extractor recorded, and the hand-written loop's ("auto" on this device)
+    path = sides(sktransfer=path_of(ext.transform_cost_), hand_loop=path_of(device, "auto"))
+    rows = [("uint8 array", args.n / t_lib, args.n / t_hand, args.n / t_fp32, path)]
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
@@ -155,20 +159,23 @@ def main(argv=None):
             lambda: ext.transform(paths), args.repeats)
         t_fp32_p = fp32_time(lambda: hand_written_paths(body, paths, prep, args.batch_size,
                                                         device, "float32"), t_hand_p)
-        rows.append(("JPEG paths", args.n / t_lib_p, args.n / t_hand_p, args.n / t_fp32_p))
+        path = sides(sktransfer=path_of(ext.transform_cost_),
+                     hand_loop=path_of(device, "auto"))
+        rows.append(("JPEG paths", args.n / t_lib_p, args.n / t_hand_p, args.n / t_fp32_p,
+                     path))
 
     print(f"device={device} model={args.model} n={args.n} batch_size={args.batch_size} "
           f"torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"auto = {autocast_dtype(device, 'auto') or torch.float32} on this device")
     print(f"{'input':<12} {'sktransfer img/s':>17} {'hand-written img/s':>19} {'ratio':>6} "
-          f"{'hand fp32 img/s':>16} {'auto':>6}")
+          f"{'hand fp32 img/s':>16} {'auto':>6}  path (hand fp32: float32)")
     records = []
-    for name, lib, hand, fp32 in rows:
+    for name, lib, hand, fp32, path in rows:
         print(f"{name:<12} {lib:>17.1f} {hand:>19.1f} {lib / hand:>6.3f} {fp32:>16.1f} "
-              f"{lib / fp32:>6.3f}")
+              f"{lib / fp32:>6.3f}  {path}")
         records.append({"input": name, "sktransfer_img_s": lib, "hand_img_s": hand,
                         "ratio": lib / hand, "hand_fp32_img_s": fp32,
-                        "auto_ratio": lib / fp32})
+                        "auto_ratio": lib / fp32, "path": path})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda"

@@ -14,7 +14,9 @@ native bf16) one run serves both.
 
 Run: .venv/bin/python benchmarks/bench_finetune.py [--n 256] [--epochs 3] [--rounds 3]
 Rounds alternate between the two; the median epoch (first epoch of each run excluded) counts.
-Prints seconds per epoch and the ratios, and writes a JSON record.
+Prints seconds per epoch and the ratios, each with the arithmetic path both sides ran in
+(``path``, ``auto_path``: native or emulated bf16, float32, GPU autocast), and writes a JSON
+record.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _paths import path_of, sides
 from torch import nn
 
 from sktransfer import FineTuneClassifier, load_backbone
@@ -94,6 +97,7 @@ def main(argv=None):
     X = rng.integers(0, 256, size=(args.n, args.size, args.size, 3), dtype=np.uint8)
     y = np.arange(args.n) % 10
     auto_is_fp32 = autocast_dtype(device, "auto") is None
+    paths = {}  # precision -> the path FineTuneClassifier recorded in its fit_cost_
 
     def epochs_of(precision):
         clf = FineTuneClassifier(
@@ -103,6 +107,7 @@ def main(argv=None):
             image_size=args.size, resize_size=args.size, random_state=0,
             precision=precision,
         ).fit(X, y)
+        paths[precision] = path_of(clf.fit_cost_)
         return list(clf.net_.history[:, "dur"])[1:]  # the first epoch warms up, in both
 
     lib, auto, hand = [], [], []
@@ -111,20 +116,24 @@ def main(argv=None):
         auto += lib[-(args.epochs - 1):] if auto_is_fp32 else epochs_of("auto")
         hand += hand_written(args, X, y, device)[1:]
     t_lib, t_auto, t_hand = (statistics.median(v) for v in (lib, auto, hand))
+    hand_path = path_of(device)  # the hand-written loop runs in float32
+    path = sides(sktransfer=paths["float32"], hand_loop=hand_path)
+    auto_path = sides(sktransfer=paths.get("auto", paths["float32"]), hand_loop=hand_path)
     print(f"device={device} model={args.model} n={args.n} size={args.size} "
           f"batch_size={args.batch_size} unfreeze={args.unfreeze} torch={torch.__version__} "
           f"auto={autocast_dtype(device, 'auto') or torch.float32}")
     print(f"sktransfer float32 s/epoch {t_lib:.2f}  hand-written float32 s/epoch {t_hand:.2f}  "
-          f"ratio {t_lib / t_hand:.3f}")
-    print(f"sktransfer auto s/epoch {t_auto:.2f}  auto speed-up {t_hand / t_auto:.3f}")
+          f"ratio {t_lib / t_hand:.3f}  [{path}]")
+    print(f"sktransfer auto s/epoch {t_auto:.2f}  auto speed-up {t_hand / t_auto:.3f}  "
+          f"[{auto_path}]")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "device": str(device), "model": args.model, "n": args.n, "size": args.size,
         "batch_size": args.batch_size, "unfreeze": args.unfreeze, "torch": torch.__version__,
         "sktransfer_s_per_epoch": t_lib, "hand_s_per_epoch": t_hand,
-        "ratio": t_lib / t_hand, "sktransfer_auto_s_per_epoch": t_auto,
-        "auto_speedup": t_hand / t_auto, "sktransfer_epochs": lib, "auto_epochs": auto,
-        "hand_epochs": hand}, indent=2))
+        "ratio": t_lib / t_hand, "path": path, "sktransfer_auto_s_per_epoch": t_auto,
+        "auto_speedup": t_hand / t_auto, "auto_path": auto_path, "sktransfer_epochs": lib,
+        "auto_epochs": auto, "hand_epochs": hand}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ takes no memory) and reports its wall time and its peak resident memory during t
 transform (sampled every 5 ms from /proc/self/statm) beyond what it held before; the
 output array (N x features float32) is the only part that may grow with N. On a CUDA
 machine it also reports the GPU memory still allocated and reserved after the transform.
+Each row also names the arithmetic path the transform ran in (``path``: native or emulated
+bf16, float32, GPU autocast), as the extractor recorded it.
 
 Run: .venv/bin/python benchmarks/bench_scaling.py [--sizes 500 2000 5000 20000]
 """
@@ -26,6 +28,8 @@ import json, os, sys, threading, time
 import numpy as np
 import torch
 from sktransfer import PretrainedFeatureExtractor
+sys.path.insert(0, sys.argv[2])
+from _paths import path_of
 PAGE = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:
@@ -56,9 +60,18 @@ if cuda:
            "gpu_allocated_after_mb": (torch.cuda.memory_allocated() - gpu_before) / 2**20,
            "gpu_reserved_after_mb": torch.cuda.memory_reserved() / 2**20}
 print(json.dumps({"n": len(paths), "seconds": seconds,
+                  "path": path_of(ext.transform_cost_),
                   "peak_growth_mb": (peak[0] - before) / 2**20,
                   "output_mb": out.nbytes / 2**20, **gpu}))
 """
+
+
+def path_text(rows: list[dict]) -> str:
+    """The rows' path, or each N's when they differ."""
+    paths = {r["path"] for r in rows}
+    if len(paths) == 1:
+        return paths.pop()
+    return ", ".join(f"N={r['n']}: {r['path']}" for r in rows)
 
 
 def main(argv=None) -> list[dict]:
@@ -80,17 +93,19 @@ def main(argv=None) -> list[dict]:
         for n in args.sizes:
             listing = Path(tmp) / f"list{n}.txt"
             listing.write_text("\n".join(distinct[:n]))
-            result = subprocess.run([sys.executable, "-c", CHILD, str(listing)],
+            result = subprocess.run([sys.executable, "-c", CHILD, str(listing),
+                                     str(Path(__file__).resolve().parent)],
                                     capture_output=True, text=True, check=True)
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     base = rows[0]
-    print(f"{'N':>6} {'seconds':>8} {'s per 1000':>10} {'peak growth MB':>15} {'output MB':>10}")
+    print(f"{'N':>6} {'seconds':>8} {'s per 1000':>10} {'peak growth MB':>15} {'output MB':>10}"
+          "  path")
     for r in rows:
         print(f"{r['n']:>6} {r['seconds']:>8.1f} {1000 * r['seconds'] / r['n']:>10.2f} "
-              f"{r['peak_growth_mb']:>15.1f} {r['output_mb']:>10.1f}")
+              f"{r['peak_growth_mb']:>15.1f} {r['output_mb']:>10.1f}  {r['path']}")
     last = rows[-1]
     print(f"time ratio {last['seconds'] / base['seconds']:.2f} for N ratio "
-          f"{last['n'] / base['n']:.0f}")
+          f"{last['n'] / base['n']:.0f}  [sktransfer: {path_text(rows)}]")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
     return rows

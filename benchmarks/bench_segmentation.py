@@ -17,6 +17,9 @@ collages per seed, 3 seeds: mean IoU of the FCN (head only, and every layer) aga
 logistic regression on each pixel's raw 7x7 neighbourhood (48 values). Seed 0's
 predictions are drawn to ``docs/images/segmentation.png`` (image, true mask, predicted).
 
+Each figure is printed with the arithmetic path it was measured in (``path``: native or
+emulated bf16, float32, GPU autocast), as FineTuneSegmenter recorded it in ``fit_cost_``.
+
 Run: .venv/bin/python benchmarks/bench_segmentation.py [--part speed|quality|both]
 Writes benchmarks/results/segmentation.json.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _paths import path_of, sides
 from torch import nn
 from torch.nn import functional as F
 from torchvision import models as tvm
@@ -121,6 +125,7 @@ def speed(args, device) -> dict:
             batchnorm="train", schedule="constant", image_size=args.size, random_state=0,
             precision="float32").fit(X, y)
         lib += list(seg.net_.history[:, "dur"])[1:]
+        lib_path = path_of(seg.fit_cost_)  # predict runs in the same precision
         start = time.perf_counter()
         assert seg.predict(X).shape == y.shape
         lib_pred.append(args.n / (time.perf_counter() - start))
@@ -129,17 +134,19 @@ def speed(args, device) -> dict:
         hand_pred.append(rate)
     t_lib, t_hand = statistics.median(lib), statistics.median(hand)
     p_lib, p_hand = statistics.median(lib_pred), statistics.median(hand_pred)
+    path = sides(sktransfer=lib_path, hand_loop=path_of(device))  # the hand loop: float32
     print(f"training: sktransfer {t_lib:.2f} s/epoch ({args.n / t_lib:.1f} img/s), hand-written "
           f"{t_hand:.2f} s/epoch ({args.n / t_hand:.1f} img/s): ratio {t_lib / t_hand:.3f} "
-          "(target <= 1.10)")
+          f"(target <= 1.10)  [{path}]")
     print(f"inference: sktransfer {p_lib:.1f} img/s, hand-written {p_hand:.1f} img/s: ratio "
-          f"{p_lib / p_hand:.3f} (target >= 0.95)")
+          f"{p_lib / p_hand:.3f} (target >= 0.95)  [{path}]")
     return {"n": args.n, "size": args.size, "batch_size": args.batch_size,
             "unfreeze": args.unfreeze, "sktransfer_s_per_epoch": t_lib,
             "hand_s_per_epoch": t_hand, "train_ratio": t_lib / t_hand,
             "sktransfer_predict_img_s": p_lib, "hand_predict_img_s": p_hand,
-            "predict_ratio": p_lib / p_hand, "sktransfer_epochs": lib, "hand_epochs": hand,
-            "sktransfer_predict_runs": lib_pred, "hand_predict_runs": hand_pred}
+            "predict_ratio": p_lib / p_hand, "path": path, "sktransfer_epochs": lib,
+            "hand_epochs": hand, "sktransfer_predict_runs": lib_pred,
+            "hand_predict_runs": hand_pred}
 
 
 def neighbourhoods(X: np.ndarray, k: int = 3) -> np.ndarray:
@@ -160,6 +167,7 @@ def quality(args) -> dict:
                "fcn8s_all_layers": dict(unfreeze="all", lr_decay=0.5, freeze_epochs=1)}
     scores = {"pixel_logreg": [], **{name: [] for name in configs}}
     seconds = {name: [] for name in configs}
+    paths = {"pixel_logreg": "float64 (scikit-learn)"}  # the FCNs': from their fit_cost_
     for seed in range(3):
         X, y = load_photo_collage(args.train, size=args.image, seed=10 + seed)
         X_test, y_test = load_photo_collage(args.test, size=args.image, seed=100 + seed)
@@ -176,14 +184,16 @@ def quality(args) -> dict:
                                     **params).fit(X, y)
             seconds[name].append(time.perf_counter() - start)
             scores[name].append(seg.score(X_test, y_test))
+            paths[name] = path_of(seg.fit_cost_)
             if seed == 0 and name == "fcn8s_all_layers":
                 draw(X_test[:6], y_test[:6], seg.predict(X_test[:6]))
         print(f"seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in scores.items()))
     for name, values in scores.items():
         print(f"{name:>18}: mean IoU {np.mean(values):.3f} +- {np.std(values):.3f} "
-              f"({', '.join(f'{v:.3f}' for v in values)})")
+              f"({', '.join(f'{v:.3f}' for v in values)})  [{paths[name]}]")
     return {"train": args.train, "test": args.test, "image": args.image,
-            "epochs": args.quality_epochs, "scores": scores, "fit_seconds": seconds}
+            "epochs": args.quality_epochs, "scores": scores, "fit_seconds": seconds,
+            "paths": paths}
 
 
 def draw(images: np.ndarray, truth: np.ndarray, pred: np.ndarray,

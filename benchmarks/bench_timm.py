@@ -6,6 +6,8 @@ images in a ``DataLoader`` with 4 worker processes, then the model (``num_classe
 pooled pre-logits features) under ``inference_mode`` in channels_last; sktransfer is
 ``PretrainedFeatureExtractor("timm:<name>", weights=None).transform(paths)``. Both use the
 model's own data config. Best of ``--repeats`` interleaved runs; target ratio >= 0.95.
+Each row names the arithmetic path both ran in (``path``; the timm loop runs on the CPU in
+float32, sktransfer where ``device="auto"`` puts it, in float32).
 
 Run: .venv/bin/python benchmarks/bench_timm.py [--models convnext_atto vit_tiny_patch16_224]
 Writes benchmarks/results/timm.json.
@@ -24,6 +26,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paths import path_of, sides
 from bench_extraction import best_of_interleaved
 
 
@@ -81,15 +84,20 @@ def main(argv=None):
             t_hand, out_hand, t_lib, out_lib = best_of_interleaved(
                 lambda net=net: hand_written_timm(net, paths, args.batch_size),
                 lambda ext=ext: ext.transform(paths), args.repeats)
+            # the timm loop stays on the CPU: name the devices when sktransfer's is another
+            cost = ext.transform_cost_
+            gpu = cost.device != "cpu"
+            path = sides(sktransfer=path_of(cost, show_device=gpu),
+                         timm_loop=path_of("cpu", show_device=gpu))
             cos = float(np.mean(np.sum(out_lib * out_hand, 1) / (
                 np.linalg.norm(out_lib, axis=1) * np.linalg.norm(out_hand, axis=1))))
             row = {"model": name, "sktransfer_img_s": args.n / t_lib,
                    "timm_loop_img_s": args.n / t_hand, "ratio": t_hand / t_lib,
-                   "embedding_cosine": cos}
+                   "embedding_cosine": cos, "path": path}
             records.append(row)
             print(f"{name:<24} sktransfer {row['sktransfer_img_s']:6.1f} img/s  timm loop "
                   f"{row['timm_loop_img_s']:6.1f} img/s  ratio {row['ratio']:.3f}  "
-                  f"cosine {cos:.4f}", flush=True)
+                  f"cosine {cos:.4f}  [{path}]", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"torch": torch.__version__,
                                           "timm": timm.__version__, "n": args.n,

@@ -28,7 +28,9 @@ scikit-image), never in the package's dependencies.
 
 Run: python benchmarks/bench_vs_fastai.py [--tasks photos textures digits]
      [--seeds 0 1 2] [--configs frozen fastai sktransfer sktransfer-lrfind]
-Writes benchmarks/results/vs_fastai.json and prints a table.
+Writes benchmarks/results/vs_fastai.json and prints a table; each run and each row names
+the arithmetic path it ran in (``path``: native or emulated bf16, float32, GPU autocast;
+sktransfer's from the estimator's cost report, fastai's float32 on its model's device).
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ def lite0(momentum=None):
 
 
 def run_frozen(train, test, seed, momentum):
+    from _paths import path_of
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
@@ -151,10 +154,12 @@ def run_frozen(train, test, seed, momentum):
                                    mean=LITE_MEAN, std=LITE_STD),
         LogisticRegression(max_iter=3000))
     pipe.fit(*train)
-    return pipe.score(*test), {}
+    return pipe.score(*test), {"path": path_of(pipe[0].transform_cost_)}
 
 
 def run_sktransfer(train, test, seed, momentum, **params):
+    from _paths import path_of
+
     from sktransfer import FineTuneClassifier
     from sktransfer.zoo import LITE_MEAN, LITE_STD
 
@@ -162,13 +167,15 @@ def run_sktransfer(train, test, seed, momentum, **params):
                  image_size=SIZE, resize_size=SIZE, mean=LITE_MEAN, std=LITE_STD,
                  random_state=seed)
     clf = FineTuneClassifier(lite0(momentum), **{**setup, **params}).fit(*train)
-    extra = {"lr": clf.lr_, "train_loss": float(clf.net_.history[-1, "train_loss"])}
+    extra = {"lr": clf.lr_, "train_loss": float(clf.net_.history[-1, "train_loss"]),
+             "path": path_of(clf.fit_cost_)}
     return clf.score(*test), extra
 
 
 def run_fastai(train, test, seed, momentum):
     import numpy as np
     import torch
+    from _paths import path_of
     from fastai.vision.all import (
         CategoryBlock,
         CrossEntropyLossFlat,
@@ -210,7 +217,9 @@ def run_fastai(train, test, seed, momentum):
         learn.fine_tune(EPOCHS - 1, freeze_epochs=1)
     preds, _ = learn.get_preds(dl=dls.valid)
     labels = np.asarray(dls.vocab)[preds.argmax(1).numpy()]
-    return float((labels == np.asarray(test[1])).mean()), {}
+    # fastai without to_fp16() (fine_tune's default) trains in float32 where its model is
+    path = path_of(next(model.parameters()).device)
+    return float((labels == np.asarray(test[1])).mean()), {"path": path}
 
 
 def parse_config(name: str):
@@ -262,23 +271,26 @@ def main(argv=None):
                     start = time.perf_counter()
                     acc, extra = runner(train, test, seed, momentum, **params)
                     seconds = time.perf_counter() - start
+                    path = extra.pop("path")
                     results.append({"task": task, "config": config, "seed": seed,
-                                    "accuracy": acc, "seconds": seconds, **extra})
+                                    "accuracy": acc, "seconds": seconds, "path": path,
+                                    **extra})
                     print(f"{task:9s} {config:40s} seed {seed}  acc {acc:.3f}  "
-                          f"{seconds:6.1f} s  {extra}", flush=True)
+                          f"{seconds:6.1f} s  [{path}]  {extra}", flush=True)
                     out.write_text(json.dumps({"torch": torch.__version__, "threads":
                                                torch.get_num_threads(), "size": SIZE,
                                                "epochs": EPOCHS, "results": results},
                                               indent=1))
-    print("\n| task | configuration | accuracy (mean, min-max) | s per fit |")
-    print("|---|---|---|---|")
+    print("\n| task | configuration | accuracy (mean, min-max) | s per fit | path |")
+    print("|---|---|---|---|---|")
     for task in args.tasks:
         for config in args.configs:
             rows = [r for r in results if r["task"] == task and r["config"] == config]
             accs = np.array([r["accuracy"] for r in rows])
             secs = np.mean([r["seconds"] for r in rows])
+            path = " / ".join(dict.fromkeys(r["path"] for r in rows))
             print(f"| {task} | {config} | {accs.mean():.3f} ({accs.min():.3f}-"
-                  f"{accs.max():.3f}) | {secs:.0f} |")
+                  f"{accs.max():.3f}) | {secs:.0f} | {path} |")
 
 
 if __name__ == "__main__":
