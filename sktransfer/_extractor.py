@@ -17,6 +17,7 @@ from ._base import ImageEstimator
 from ._cache import EmbeddingCache, cache_directory, content_bytes, fingerprint
 from ._cost import CostMeter, count_flops
 from ._dask import is_dask_collection
+from ._seeding import seeded
 from ._validation import CACHE, POSITIVE, fit_context
 from .backbones import DEFAULT_MODEL, pool_features
 from .images import ImageSource, Preprocessing, as_image_source, iter_batches
@@ -82,6 +83,11 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         bytes) and by everything that changes an embedding (architecture, weights, layers,
         preprocessing, compute dtype): each image is embedded once across fits, clones,
         cross-validation folds and processes. ``None`` disables it.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random initialisation of a network built with ``weights=None`` (random
+        features, a baseline): an int gives the same network in every process and on every
+        joblib backend; ``None`` draws a fresh one at each ``fit``. Torch's global random
+        state is never touched. Pretrained weights involve no randomness.
     verbose : bool, default=False
         Show a progress bar while transforming.
 
@@ -93,7 +99,13 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         Length of each embedding.
     flops_per_image_ : int
         Forward floating-point operations per image (torch's FLOP counter; see
-        :class:`~sktransfer.ComputeCost`).
+        :class:`~sktransfer.ComputeCost`). Counted when first needed (the first image
+        embedded, or reading it), once per process for each architecture and input size.
+    precision_ : str
+        The compute dtype ``precision`` resolved to on this machine at ``fit``:
+        ``"float32"``, ``"bfloat16"`` or ``"float16"`` (``"auto"`` is bfloat16 on CPUs with
+        native bf16, float32 on others). Each ``transform`` resolves ``precision`` again
+        on the machine it runs on; ``transform_cost_.precision`` says what it used.
     fit_cost_ : ComputeCost
         What ``fit`` cost: loading the network (time, and energy when ``codecarbon`` is
         installed; no image is processed). After ``fit_transform`` (what a
@@ -132,6 +144,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         n_jobs: int | None = None,
         compile: bool = False,
         cache: str | os.PathLike | object | None = None,
+        random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
     ):
         self.model = model
@@ -147,6 +160,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         self.n_jobs = n_jobs
         self.compile = compile
         self.cache = cache
+        self.random_state = random_state
         self.verbose = verbose
 
     # ------------------------------------------------------------------ sklearn API
@@ -156,6 +170,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         "n_jobs": [POSITIVE, None],
         "compile": ["boolean"],
         "cache": CACHE,
+        "random_state": ["random_state"],
     }
 
     @fit_context
@@ -177,12 +192,17 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         self._check_params()
         if X is not None:
             as_image_source(X)
-        meter = CostMeter(self._device())
+        device = self._device()
+        dtype = self._compute_dtype(device)
+        meter = CostMeter(device, dtype)  # no image goes through: the dtype transform uses
         try:
-            backbone = self._load_backbone(progress=bool(self.verbose))
+            # a network with random weights is drawn from random_state, not torch's global RNG
+            with seeded(self.random_state):
+                backbone = self._load_backbone(progress=bool(self.verbose))
             self._setup(backbone)
         finally:
             cost = meter.stop()
+        self.precision_ = _runtime.precision_name(dtype)
         self.fit_cost_ = cost
         return self
 
@@ -193,12 +213,20 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         backbone.body.eval()
         self.backbone_ = backbone
         self.n_features_out_ = self._probe_features()
-        size = backbone.preprocessing.crop_size
-        self.flops_per_image_, _ = count_flops(backbone.body, (3, size, size),
-                                               forward=self._forward)
+        self._flops_per_image = None  # counted when first needed (a cached fit needs none)
         if cache_directory(self.cache) is not None:
             self.model_fingerprint_ = self._fingerprint()
         return self
+
+    @property
+    def flops_per_image_(self) -> int:
+        check_is_fitted(self, "backbone_")
+        if getattr(self, "_flops_per_image", None) is None:
+            size = self.backbone_.preprocessing.crop_size
+            self._flops_per_image, _ = count_flops(
+                self.backbone_.body, (3, size, size), forward=self._forward,
+                forward_key=("layers", tuple(self._layers() or ())))
+        return self._flops_per_image
 
     def _fingerprint(self) -> str:
         """A digest of everything but the image and the dtype that changes an embedding."""

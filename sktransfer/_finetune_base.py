@@ -10,13 +10,13 @@ and threads) lives here once.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import ProgressBar
 from skorch.helper import predefined_split
@@ -31,6 +31,7 @@ from ._lr_finder import LRFindResult, range_test
 from ._plan import GroupPlan, trained_after_warmup, training_plan
 from ._resume import TrainingState, fit_fingerprint, read_checkpoint
 from ._schedules import SCHEDULES, LRSchedule
+from ._seeding import is_int, seed_from, seeded
 from ._training import (
     BATCHNORM_MODES,
     AmpNet,
@@ -56,10 +57,6 @@ from .images import Preprocessing, as_image_source
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 MAX_TTA_CROPS = 9
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
 
 class BaseFineTuner(ImageEstimator):
     """Shared machinery of the fine-tuning estimators; not for direct use.
@@ -211,8 +208,7 @@ class BaseFineTuner(ImageEstimator):
                                     weights=weights)
         validate = valid_idx is not None
         # Seeded, without touching the caller's global torch RNG.
-        with torch.random.fork_rng(devices=fork):
-            torch.manual_seed(seed)
+        with seeded(seed, fork):
             module = self._module(backbone, info, device)
             plan = self._plan(module, backbone.groups, lr)
             train_split = None
@@ -258,13 +254,10 @@ class BaseFineTuner(ImageEstimator):
 
     def _seed(self) -> int:
         """The fit's seed: ``random_state`` itself when an int, else drawn from it."""
-        if _is_int(self.random_state):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(2**31 - 1))
+        return seed_from(self.random_state)
 
     def _backbone(self, seed: int, fork: list):
-        with torch.random.fork_rng(devices=fork):
-            torch.manual_seed(seed)
+        with seeded(seed, fork):
             backbone = self._load_backbone(groups=self.groups)
         n_groups = len(backbone.groups)
         if self.unfreeze != "all" and self.unfreeze > n_groups:
@@ -314,7 +307,7 @@ class BaseFineTuner(ImageEstimator):
         self._check_params()
         if not 0 < start_lr < end_lr:
             raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr!r}, {end_lr!r}")
-        if not _is_int(num_steps) or not 2 <= num_steps <= 1000:
+        if not is_int(num_steps) or not 2 <= num_steps <= 1000:
             raise ValueError(f"num_steps must be an integer in [2, 1000], got {num_steps!r}")
         with _runtime.torch_threads(self.n_threads):
             source, targets, info, weights = self._prepare(X, y, sample_weight)
@@ -331,8 +324,7 @@ class BaseFineTuner(ImageEstimator):
     def _range_test(self, backbone, dataset, info: dict, device, seed: int, fork: list,
                     start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
                     meter: CostMeter | None = None) -> LRFindResult:
-        with torch.random.fork_rng(devices=fork):
-            torch.manual_seed(seed)
+        with seeded(seed, fork):
             module = self._module(backbone, info, device)
             net = self._make_net(module, self._plan(module, backbone.groups, 1.0), info,
                                  device, [], 1.0).initialize()
@@ -353,10 +345,20 @@ class BaseFineTuner(ImageEstimator):
         self._check_tta()
         source = as_image_source(X)
         dataset = self._dataset(source, self.preprocessing_, views=tta_views(self.tta))
-        # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
-        with self.net_.on_device(), _runtime.torch_threads(self.n_threads):
+        with self._predicting():
             out = self.net_.predict_proba(dataset)
         return np.asarray(out, dtype=np.float32)
+
+    @contextlib.contextmanager
+    def _predicting(self):
+        """The fitted net on its device, in the precision ``precision`` means on this
+        machine (a model fitted in bf16 predicts in float32 on a CPU without native bf16,
+        and the reverse), with ``n_threads``."""
+        net = self.net_
+        # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
+        dtype = self._amp_dtype(torch.device(net.device))
+        with net.on_device(), net.computing_in(dtype), _runtime.torch_threads(self.n_threads):
+            yield
 
     def summary(self) -> list[dict]:
         """Parameters per layer group: count, whether trained, learning rate.
@@ -472,6 +474,7 @@ class BaseFineTuner(ImageEstimator):
         self.n_epochs_ = n_epochs
         self.best_epoch_ = best_epoch
         self.interrupted_ = interrupted
+        self.precision_ = _runtime.precision_name(net.amp_dtype)
 
     def _checkpoint(self, source, targets, weights) -> tuple[os.PathLike | None, dict,
                                                              dict | None]:

@@ -42,11 +42,11 @@ def resolve_model(spec: str, seed: int = 0):
     except (ImportError, AttributeError) as exc:
         raise CliError(f"--model {spec}: cannot import {attr!r} from {module_name!r}: {exc}"
                        ) from None
-    import torch
     from torch import nn
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    from ._seeding import seeded
+
+    with seeded(seed):
         model = factory() if callable(factory) and not isinstance(factory, nn.Module) \
             else factory
     if not isinstance(model, nn.Module):
@@ -99,7 +99,8 @@ def cmd_extract(args) -> int:
     if args.partition_size < 1:
         raise CliError(f"--partition-size {args.partition_size}: must be at least 1")
     extractor = PretrainedFeatureExtractor(
-        **backbone_params(args), layer=args.layer, verbose=not args.quiet, **_device_params(args)
+        **backbone_params(args), layer=args.layer, verbose=not args.quiet,
+        random_state=getattr(args, "seed", 0), **_device_params(args)
     ).fit()
     if args.dask is not None:
         return _extract_on_dask(args, extractor, [str(p) for p in paths], labels, out)
@@ -155,7 +156,8 @@ def build_estimator(args, strategy: str):
     if strategy == "frozen":
         last = RidgeCV(alphas=np.logspace(-3, 3, 13)) if regression else \
             LogisticRegression(max_iter=2000)
-        return make_pipeline(PretrainedFeatureExtractor(**common), last)
+        return make_pipeline(PretrainedFeatureExtractor(**common, random_state=args.seed),
+                             last)
     lr = args.lr if args.lr == "auto" else float(args.lr)
     cls = FineTuneRegressor if regression else FineTuneClassifier
     if strategy == "adapt":

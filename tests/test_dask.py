@@ -358,6 +358,50 @@ def test_searches_under_the_dask_joblib_backend_match_n_jobs_1(client, tmp_path)
     assert spread.best_params_ == serial.best_params_
 
 
+def test_random_features_with_an_int_seed_agree_serially_on_dask_and_in_another_process(
+        client, tmp_path):
+    """Random ResNet features (weights=None), the baseline the scaling docs use: with
+    random_state=0 the network is the same whatever torch's global random state, on the
+    dask joblib backend's workers and in a fresh interpreter; None draws a new one."""
+    def random_features(**params):
+        return PretrainedFeatureExtractor("resnet18", weights=None, image_size=24,
+                                          precision="float32", **params)
+
+    def search():
+        pipe = make_pipeline(random_features(random_state=0), LogisticRegression(max_iter=500))
+        return GridSearchCV(pipe, {"logisticregression__C": [0.01, 1.0]}, cv=2, n_jobs=-1,
+                            scoring="neg_log_loss")
+
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    serial = search().set_params(n_jobs=1).fit(X, Y)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG left alone
+    torch.manual_seed(2)  # another global state: must not matter
+    with joblib.parallel_config(backend="dask"), get_task_stream(client) as stream:
+        spread = search().fit(X, Y)
+    assert stream.data  # the fits ran on the workers
+    # workers compute with one thread, this process with two: sums in another order
+    np.testing.assert_allclose(spread.cv_results_["mean_test_score"],
+                               serial.cv_results_["mean_test_score"], rtol=1e-5)
+    assert spread.best_params_ == serial.best_params_
+
+    here = random_features(random_state=0).fit().transform(X)
+    np.save(tmp_path / "X.npy", X)
+    code = ("import sys, numpy as np\n"
+            "from sktransfer import PretrainedFeatureExtractor as P\n"
+            "ext = P('resnet18', weights=None, image_size=24, precision='float32',"
+            " random_state=0).fit()\n"
+            "np.save(sys.argv[2], ext.transform(np.load(sys.argv[1])))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "X.npy"),
+                             str(tmp_path / "out.npy")], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), here, rtol=1e-5, atol=1e-6)
+    other = random_features(random_state=1).fit().transform(X)
+    fresh = random_features().fit().transform(X)  # None: a new network each fit
+    assert np.abs(other - here).max() > 1e-2 and np.abs(fresh - here).max() > 1e-2
+
+
 def test_single_machine_path_never_imports_dask(tmp_path):
     code = ("import sys, numpy as np\n"
             "from sktransfer import PretrainedFeatureExtractor\n"
