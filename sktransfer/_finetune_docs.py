@@ -82,6 +82,10 @@ model : str or torch.nn.Module, default="efficientnet_b0"
         Autocast dtype of forward passes; ``"auto"`` is bf16 on GPUs that support it and
         on CPUs that compute it in hardware (AVX-512 BF16, AMX, Arm BF16), float32
         elsewhere. (float16 training would need loss scaling, so it is refused.)
+        Prediction resolves it again on the machine it runs on: a model trained in
+        bfloat16 predicts in float32 on a CPU without native bf16, and the reverse, with
+        the same labels and probabilities within a few bf16 roundings (see the user
+        guide's "Precision" section).
     random_state : int, RandomState instance or None, default=None
         Seed for head initialisation, shuffling, the validation split and augmentation
         (a RandomState instance or None draws the seed from it, or from NumPy's global
@@ -124,6 +128,10 @@ net_ : skorch.NeuralNet
         completed epoch without a validation set.
     interrupted_ : bool
         Whether ``fit`` was stopped by Ctrl-C (KeyboardInterrupt).
+    precision_ : str
+        The dtype training computed in: what ``precision`` resolved to on the fitting
+        machine (``"float32"`` or ``"bfloat16"``; ``"auto"`` is bfloat16 on GPUs and on
+        CPUs with native bf16).
     fit_cost_ : ComputeCost or None
         What ``fit`` cost: wall time, images through the network (every epoch, the
         validation passes, the learning-rate finder and BatchNorm recalibration included),

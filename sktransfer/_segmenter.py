@@ -259,7 +259,7 @@ class FineTuneSegmenter(BaseFineTuner):
         source = as_image_source(X)
         dataset = SegmentationDataset(source, self.preprocessing_.crop_size)
         net, out, index = self.net_, [], 0
-        with net.on_device(), _runtime.torch_threads(self.n_threads):
+        with self._predicting():
             for batch in net.get_iterator(dataset, training=False):
                 scores = net.evaluation_step(batch, training=False)
                 if self.tta:

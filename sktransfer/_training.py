@@ -319,6 +319,15 @@ class AmpNet(NeuralNet):
         finally:
             _runtime.park_on_cpu(self.module_, device)
 
+    @contextlib.contextmanager
+    def computing_in(self, dtype: torch.dtype | None):
+        """Run the block under autocast to ``dtype`` (None: float32), then restore."""
+        before, self.amp_dtype = self.amp_dtype, dtype
+        try:
+            yield
+        finally:
+            self.amp_dtype = before
+
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         """Train up to ``max_epochs`` in all (a resumed history counts); flag a Ctrl-C.
 

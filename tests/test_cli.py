@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+from sktransfer import _runtime
 from sktransfer.cli import main
 
 TINY = ["--model", "tests.conftest:tiny_cnn", "--image-size", "16", "-q"]
@@ -125,7 +127,10 @@ def test_fit_auto_cross_validates_and_picks(folder, tmp_path, capsys):
     assert all(row[1] > 0 for row in rows.values())
     assert "strategy: frozen" in out  # 1.000 for frozen on dark vs bright
     assert "2-fold cv accuracy" in out and model.exists()
-    assert "final fit (network): " in out and "TFLOP on cpu (float32)" in out
+    # the line names the dtype precision="auto" computes in on this CPU (bfloat16 where it
+    # is native or forced, float32 elsewhere), once: fit and transform used the same
+    auto = _runtime.precision_name(_runtime.autocast_dtype(torch.device("cpu"), "auto"))
+    assert "final fit (network): " in out and f"TFLOP on cpu ({auto})" in out
 
 
 def test_predict_to_stdout(folder, tmp_path, capsys):
