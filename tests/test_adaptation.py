@@ -35,8 +35,6 @@ X_SRC = RNG.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
 Y_SRC = np.array([0, 1, 2] * 4)
 X_TGT = RNG.integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
 X_ALL = np.concatenate([X_SRC, X_TGT])
-# the digit-shift comparison, kept small for the suite (the benchmark has the full size)
-SHIFT_SIZE, SHIFT_SOURCE, SHIFT_EPOCHS = 32, 300, 10
 Y_ALL = np.concatenate([Y_SRC, -np.ones(8, dtype=int)])
 
 
@@ -284,26 +282,30 @@ def test_coral_brings_the_domains_feature_covariances_together():
     assert gap(adapted) < 0.2 * gap(plain)
 
 
-@pytest.mark.slow
-def test_dann_beats_source_only_fine_tuning_on_the_digit_shift(no_network):
-    """MNIST -> MNIST-M in small: grey digits (labelled) to digits blended into colour photo
-    crops (unlabelled; their labels only score). Same backbone (EfficientNet-Lite0,
-    ImageNet weights), same budget and seed per pair; DANN wins on the mean of 3 seeds.
-    The benchmark (benchmarks/bench_domain_adaptation.py) runs the full-size version."""
-    from sktransfer import FineTuneClassifier
-    from sktransfer.datasets import load_digits_shift
-    from sktransfer.zoo import LITE_MEAN, LITE_STD, efficientnet_lite0
+def test_dann_makes_the_domains_harder_to_tell_apart():
+    """DANN's adversarial game, small: with the domain classifier's gradient reversed into
+    the body, the domain classifier ends up nearer chance than the same fit with the
+    domain loss switched off (which learns to tell the domains apart), over 3 seeds.
 
-    net = efficientnet_lite0()
-    gains = []
+    Whether that beats fine-tuning on the source alone is a statistical question on real
+    weights: ``benchmarks/bench_domain_adaptation.py`` answers it (3 seeds, both
+    precisions; see the performance page)."""
+    from sktransfer.datasets import load_digits_shift
+
+    gaps = []
     for seed in range(3):
-        Xs, ys, Xt, yt = load_digits_shift(size=SHIFT_SIZE, seed=seed)
-        Xs, ys = Xs[:SHIFT_SOURCE], ys[:SHIFT_SOURCE]
-        params = dict(image_size=SHIFT_SIZE, resize_size=SHIFT_SIZE, mean=LITE_MEAN,
-                      std=LITE_STD, unfreeze="all", freeze_epochs=0, lr=1e-3, lr_decay=1.0,
-                      batch_size=32, max_epochs=SHIFT_EPOCHS, random_state=seed)
-        source_only = FineTuneClassifier(net, **params).fit(Xs, ys)
-        dann = DomainAdaptationClassifier(net, method="dann", **params).fit(
-            Xs, ys, X_target=Xt)
-        gains.append(np.mean(dann.predict(Xt) == yt) - np.mean(source_only.predict(Xt) == yt))
-    assert np.mean(gains) > 0.02, gains
+        Xs, ys, Xt, _ = load_digits_shift(size=16, n_target=60, seed=seed)
+        X = np.concatenate([Xs[:60], Xt])
+        y = np.concatenate([ys[:60], -np.ones(60, dtype=int)])
+        # float32: the same arithmetic on every kind of CPU
+        params = dict(method="dann", max_epochs=8, unfreeze="all", lr_decay=1.0,
+                      batch_size=20, lr=3e-3, precision="float32", random_state=seed)
+        adapted = _clf(**params).fit(X, y)
+        plain = _clf(adaptation_weight=0.0, **params).fit(X, y)
+
+        def late(clf):  # the domain classifier's accuracy over the last 3 epochs
+            return float(np.mean(clf.net_.history[-3:, "domain_acc"]))
+
+        gaps.append(late(plain) - late(adapted))
+    # measured: 0.16, 0.06, 0.19 (plain ends at 0.73-0.77, DANN at 0.57-0.67)
+    assert np.mean(gaps) > 0.08, gaps
