@@ -106,6 +106,7 @@ def test_fit_with_unlabelled_images_adapts_then_predicts(folder, tmp_path, capsy
     assert "--strategy auto does not apply" in capsys.readouterr().err
 
 
+@pytest.mark.precision  # the cost line names the dtype "auto" chose
 def test_fit_auto_cross_validates_and_picks(folder, tmp_path, capsys):
     model = tmp_path / "auto.joblib"
     code = run("fit", folder, "-o", model, "--strategy", "auto", "--cv", "2", "--epochs", "2",

@@ -37,6 +37,9 @@ from sktransfer.dask import ParallelPostFit, _environment_kept, connect
 
 from .conftest import SlowCountingCNN, default_sigint, has_cuda, tiny_cnn
 
+# one pytest-xdist worker runs this module: one LocalCluster, not one per worker
+pytestmark = pytest.mark.xdist_group("dask")
+
 ROOT = Path(__file__).parents[1]
 RNG = np.random.default_rng(3)
 X = RNG.integers(0, 256, size=(23, 24, 24, 3), dtype=np.uint8)

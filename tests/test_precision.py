@@ -45,6 +45,7 @@ def test_auto_is_float32_on_other_cpus(cpu_with, features):
 
 
 def test_cpu_features_fall_back_to_proc_cpuinfo(monkeypatch, tmp_path):
+    monkeypatch.delenv(_runtime.NATIVE_BF16_ENV, raising=False)  # the CPU answers
     monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n")
