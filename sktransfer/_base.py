@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator
 
 from . import _runtime
 from ._dask import lazy_call
+from ._seeding import seeded
 from ._validation import BACKBONE
 from .backbones import Backbone, load_backbone
 
@@ -63,9 +64,10 @@ class ImageEstimator(BaseEstimator):
         Backbone
             Built from the estimator's ``model`` with ``weights=None``.
         """
-        backbone = self._backbone_from(self.model, None, image_size=prep.crop_size,
-                                       resize_size=prep.resize_size, mean=prep.mean,
-                                       std=prep.std, groups=dict(groups))
+        with seeded(0):  # random weights, replaced by the restore: torch's RNG left alone
+            backbone = self._backbone_from(self.model, None, image_size=prep.crop_size,
+                                           resize_size=prep.resize_size, mean=prep.mean,
+                                           std=prep.std, groups=dict(groups))
         backbone.preprocessing = prep
         return backbone
 

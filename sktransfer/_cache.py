@@ -38,11 +38,11 @@ def _update(h, part: object) -> None:
     elif isinstance(part, torch.Tensor):
         t = part.detach().cpu().contiguous()
         _update(h, f"tensor{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # no copy
     elif isinstance(part, np.ndarray):
         a = np.ascontiguousarray(part)
         _update(h, f"array{a.shape}{a.dtype}".encode())
-        h.update(a.tobytes())
+        h.update(a.reshape(-1).view(np.uint8) if a.size else b"")  # the bytes, not a copy
     elif isinstance(part, dict):
         for key in sorted(part):
             _update(h, str(key).encode())

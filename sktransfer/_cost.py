@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._meta import meta_copy
+from ._meta import architecture_key, meta_copy
 from ._runtime import precision_name
 
 __all__ = ["ComputeCost", "CostMeter", "count_flops", "fit_cost"]
@@ -52,14 +52,17 @@ class ComputeCost:
     precision : str
         The compute dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
     energy_kwh, co2_kg : float or None
-        Energy used and CO2-equivalent emitted, from ``codecarbon`` when it is installed;
-        None otherwise.
+        Energy used and CO2-equivalent emitted by the network's passes, from ``codecarbon``
+        when it is installed; None otherwise. ``0.0`` for a call of the feature extractor
+        that ran no network pass (every embedding from the cache, or ``fit``, which only
+        loads the network): its measurement starts at the first batch.
     energy_method : str or None
         How the energy and CO2e were obtained: codecarbon's version, what it measured
         with, and the grid's carbon intensity used, e.g. ``"codecarbon 3.3.2 (RAM(),
         CPU(Cpu Load)), world-average grid"`` on a machine without power sensors (an
         estimate: the CPU's power from codecarbon's table times its load, RAM from a
-        model); None when not measured.
+        model); None when not measured, and with ``energy_kwh=0.0`` when no network pass
+        ran.
     """
 
     wall_time_s: float
@@ -100,7 +103,9 @@ class ComputeCost:
             _join(self.device, other.device), _join(self.precision, other.precision),
             self.energy_kwh + other.energy_kwh if measured else None,
             self.co2_kg + other.co2_kg if measured else None,
-            _join(self.energy_method, other.energy_method) if measured else None,
+            (_join(self.energy_method, other.energy_method) if self.energy_method
+             and other.energy_method else self.energy_method or other.energy_method)
+            if measured else None,
         )
 
     def __str__(self) -> str:
@@ -199,22 +204,6 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...], *,
 
 _MEMO: dict[tuple, tuple[int, int]] = {}
 _MEMO_LOCK = threading.Lock()
-
-
-def architecture_key(module: nn.Module, *, trained: bool = False) -> tuple:
-    """What a module's FLOP count depends on, as a hashable value (not its identity).
-
-    Each submodule's class and ``repr`` (layer sizes, strides, padding...), every
-    parameter's and buffer's name, shape and dtype, and with ``trained`` which parameters
-    require gradients. Two modules with the same key run the same operations on the same
-    shapes unless a forward pass branches on something that none of these shows.
-    """
-    kinds = tuple((name, f"{type(m).__module__}.{type(m).__qualname__}")
-                  for name, m in module.named_modules())
-    params = tuple((name, tuple(p.shape), str(p.dtype), bool(p.requires_grad) and trained)
-                   for name, p in module.named_parameters())
-    buffers = tuple((name, tuple(b.shape), str(b.dtype)) for name, b in module.named_buffers())
-    return kinds, repr(module), params, buffers
 
 
 def _count_any(module: nn.Module, input_shape: tuple[int, ...], train: bool,
@@ -339,17 +328,27 @@ class CostMeter:
 
     Started when created; :meth:`add` and :meth:`count` record images that went through
     the network; :meth:`stop` (idempotent) ends the clock and the energy measurement.
+    With ``lazy_energy`` the energy measurement starts at :meth:`computing` (the first
+    network pass) instead: a call that runs none (every embedding from the cache, a fit
+    that only loads the network) reports 0 kWh without paying codecarbon's per-task cost.
     """
 
     def __init__(self, device: torch.device | str = "cpu",
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, *, lazy_energy: bool = False) -> None:
         self.set_compute(device, dtype)
         self.n_images = 0
         self.forward_flops = 0
         self.backward_flops = 0
         self._cost: ComputeCost | None = None
-        self._energy = _Energy.start()
+        self._energy_pending = lazy_energy
+        self._energy = False if lazy_energy else _Energy.start()
         self._start = time.perf_counter()
+
+    def computing(self) -> None:
+        """The network is about to run: start the energy measurement if it waited."""
+        if self._energy_pending:
+            self._energy_pending = False
+            self._energy = _Energy.start()
 
     def set_compute(self, device: torch.device | str, dtype: torch.dtype | None) -> None:
         """Where and in which dtype the network runs (known after the call started)."""
@@ -364,6 +363,7 @@ class CostMeter:
 
     def count(self, module: nn.Module, batch: torch.Tensor, train: bool) -> None:
         """Record one pass of ``batch`` (N images, or N x V views) through ``module``."""
+        self.computing()
         n_images = batch.shape[:-3].numel()
         forward, backward = count_flops(module, tuple(batch.shape[-3:]), train=train)
         self.add(n_images, forward, backward)
@@ -372,7 +372,12 @@ class CostMeter:
         """End the measurement (once) and return the cost."""
         if self._cost is None:
             seconds = time.perf_counter() - self._start
-            energy = _Energy.stop() if self._energy else (None, None, None)
+            if self._energy:
+                energy = _Energy.stop()
+            elif self._energy_pending and energy_available() and not _Energy._failed:
+                energy = (0.0, 0.0, None)  # measured: no network pass, nothing to measure
+            else:
+                energy = (None, None, None)
             self._cost = ComputeCost(seconds, self.n_images, self.forward_flops,
                                      self.backward_flops, self.device, self.precision,
                                      *energy)

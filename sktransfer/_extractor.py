@@ -194,11 +194,13 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
             as_image_source(X)
         device = self._device()
         dtype = self._compute_dtype(device)
-        meter = CostMeter(device, dtype)  # no image goes through: the dtype transform uses
+        # no image goes through (energy: 0 kWh, no codecarbon task); the dtype transform uses
+        meter = CostMeter(device, dtype, lazy_energy=True)
         try:
             # a network with random weights is drawn from random_state, not torch's global RNG
             with seeded(self.random_state):
-                backbone = self._load_backbone(progress=bool(self.verbose))
+                # frozen: memoised pretrained weights are shared, not copied, across fits
+                backbone = self._load_backbone(progress=bool(self.verbose), share_weights=True)
             self._setup(backbone)
         finally:
             cost = meter.stop()
@@ -298,7 +300,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
             return self._lazy(X, "transform")
         source = as_image_source(X)
         device = self._device()
-        meter = CostMeter(device, self._compute_dtype(device))
+        meter = CostMeter(device, self._compute_dtype(device), lazy_energy=True)
         directory = cache_directory(self.cache)
         try:
             if directory is None:
@@ -388,6 +390,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
 
     def _embed(self, source: ImageSource, meter: CostMeter) -> np.ndarray:
         """Run the network over every image of ``source``, batch by batch."""
+        meter.computing()
         device = self._device()
         amp_dtype = self._compute_dtype(device)
         channels_last = _runtime.use_channels_last(device)
@@ -426,11 +429,19 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         amp_dtype = self._compute_dtype(device)
         model_key = fingerprint(self.model_fingerprint_, str(amp_dtype))
         cache = EmbeddingCache(directory, model_key[:32], self.n_features_out_)
+        def lookup(i: int) -> tuple[str, np.ndarray | None]:
+            key = fingerprint(model_key, content_bytes(source.item(i)))
+            return key, cache.get(key)
+
         n_workers = self.n_jobs if self.n_jobs is not None else _default_n_workers()
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:  # file reads overlap
-            keys = list(pool.map(lambda i: fingerprint(model_key, content_bytes(
-                source.item(i))), range(len(source))))
-            found = list(pool.map(cache.get, keys))
+        # reads and hashes overlap; one task per worker, not per image (a task costs more
+        # than hashing an image in memory)
+        chunks = np.array_split(np.arange(len(source)), n_workers)
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            looked_up = [pair for chunk in pool.map(lambda idx: [lookup(i) for i in idx], chunks)
+                         for pair in chunk]
+        keys = [key for key, _ in looked_up]
+        found = [vector for _, vector in looked_up]
         out = np.empty((len(source), self.n_features_out_), dtype=np.float32)
         missing = [i for i, vector in enumerate(found) if vector is None]
         for i, vector in enumerate(found):

@@ -446,7 +446,8 @@ class BaseFineTuner(ImageEstimator):
         self._check_params()
         info = self._target_info(fitted)
         device = self._device()
-        module = self._module(backbone, info, device)
+        with seeded(0):  # a head of random weights, replaced below: torch's RNG left alone
+            module = self._module(backbone, info, device)
         module.load_state_dict(state, strict=True)
         module.eval()
         lr = float(fitted.get("lr", 1e-3))

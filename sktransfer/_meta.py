@@ -8,6 +8,7 @@ The FLOP count and the probe of a backbone's output size use it.
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 from torch import nn
@@ -28,16 +29,44 @@ def meta_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
+_SHAPES: dict[tuple, torch.Size] = {}
+_SHAPES_LOCK = threading.Lock()
+
+
 def output_shape(module: nn.Module, input_shape: tuple[int, ...]) -> torch.Size:
     """The shape of ``module``'s output for an input of ``input_shape`` (batch included).
 
-    Run on a meta copy in evaluation mode; a forward pass that needs real values (Python
-    branching on a tensor) runs on the module itself, on zeros, without gradients.
+    Run on a meta copy in evaluation mode, once per process for each architecture
+    (:func:`architecture_key`) and input shape; a forward pass that needs real values
+    (Python branching on a tensor) runs on the module itself, on zeros, without gradients.
     """
-    try:
-        net = meta_copy(module).eval()
-        with torch.no_grad():
-            return net(torch.zeros(input_shape, device="meta")).shape
-    except Exception:
-        with torch.no_grad():
-            return module(torch.zeros(input_shape)).shape
+    key = (architecture_key(module), tuple(input_shape))
+    with _SHAPES_LOCK:
+        shape = _SHAPES.get(key)
+    if shape is None:
+        try:
+            net = meta_copy(module).eval()
+            with torch.no_grad():
+                shape = net(torch.zeros(input_shape, device="meta")).shape
+        except Exception:
+            with torch.no_grad():
+                shape = module(torch.zeros(input_shape)).shape
+        with _SHAPES_LOCK:
+            _SHAPES[key] = shape
+    return shape
+
+
+def architecture_key(module: nn.Module, *, trained: bool = False) -> tuple:
+    """What a module's FLOP count depends on, as a hashable value (not its identity).
+
+    Each submodule's class and ``repr`` (layer sizes, strides, padding...), every
+    parameter's and buffer's name, shape and dtype, and with ``trained`` which parameters
+    require gradients. Two modules with the same key run the same operations on the same
+    shapes unless a forward pass branches on something that none of these shows.
+    """
+    kinds = tuple((name, f"{type(m).__module__}.{type(m).__qualname__}")
+                  for name, m in module.named_modules())
+    params = tuple((name, tuple(p.shape), str(p.dtype), bool(p.requires_grad) and trained)
+                   for name, p in module.named_parameters())
+    buffers = tuple((name, tuple(b.shape), str(b.dtype)) for name, b in module.named_buffers())
+    return kinds, repr(module), params, buffers

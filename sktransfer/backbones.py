@@ -381,12 +381,14 @@ _MEMO_SIZE = 2
 _MEMO_LOCK = threading.Lock()
 
 
-def _torchvision_net(model: str, weights, progress: bool) -> tuple[nn.Module, dict, str | None]:
+def _torchvision_net(model: str, weights, progress: bool,
+                     share_weights: bool = False) -> tuple[nn.Module, dict, str | None]:
     """A torchvision network with its weights, the weights' preprocessing and an id.
 
     Pretrained networks are memoised per process (the last two specs), so the fits of a
     cross-validation do not rebuild and reload the same weights; each call gets its own
-    deep copy. Random initialisation is never memoised.
+    deep copy, or with ``share_weights`` its own modules over the memo's tensors. Random
+    initialisation is never memoised.
     """
     _check_model_name(model)
     base = _weights_preprocessing(tvm.get_model_weights(model).DEFAULT)
@@ -408,7 +410,7 @@ def _torchvision_net(model: str, weights, progress: bool) -> tuple[nn.Module, di
         hit = _MEMO.get(key)
         if hit is not None:
             _MEMO.move_to_end(key)
-            return copy.deepcopy(hit[0]), dict(hit[1]), weights_id
+            return _copy(hit[0], share_weights), dict(hit[1]), weights_id
     if key[1] == "file":
         net = tvm.get_model(model, weights=None)
         _load_into(net, weights)
@@ -419,6 +421,43 @@ def _torchvision_net(model: str, weights, progress: bool) -> tuple[nn.Module, di
         while len(_MEMO) > _MEMO_SIZE:
             _MEMO.popitem(last=False)
     return net, base, weights_id
+
+
+def _copy(net: nn.Module, share_weights: bool) -> nn.Module:
+    """A deep copy of ``net``; with ``share_weights`` new modules whose parameters and
+    buffers are new tensor objects over the same storage (no data is copied, and no
+    Python-level deep copy: 4 ms instead of 45 for an EfficientNet-B0)."""
+    if not share_weights:
+        return copy.deepcopy(net)
+    return _share(net, {})
+
+
+def _share(module: nn.Module, memo: dict[int, object]) -> nn.Module:
+    """``module`` rebuilt with its own containers (submodules, parameters, buffers, hooks,
+    every other dict, list or set attribute) over the same tensor storage."""
+    if id(module) in memo:
+        return memo[id(module)]
+    new = object.__new__(type(module))
+    # a shallow copy of __dict__, each container copied (its type kept)
+    new.__dict__.update({name: value.copy() if isinstance(value, (dict, list, set)) else value
+                         for name, value in vars(module).items()})
+    memo[id(module)] = new
+
+    def tensor(t, make):
+        if t is None:
+            return None
+        if id(t) not in memo:
+            memo[id(t)] = make(t)
+        return memo[id(t)]
+
+    for key, p in module._parameters.items():
+        new._parameters[key] = tensor(p, lambda p: nn.Parameter(
+            p.detach(), requires_grad=p.requires_grad))
+    for key, b in module._buffers.items():
+        new._buffers[key] = tensor(b, lambda b: b.detach())
+    for key, child in module._modules.items():
+        new._modules[key] = None if child is None else _share(child, memo)
+    return new
 
 
 # --------------------------------------------------------------------------- entry point
@@ -432,6 +471,7 @@ def load_backbone(
     std: tuple | None = None,
     groups: list | dict | None = None,
     progress: bool = False,
+    share_weights: bool = False,
 ) -> Backbone:
     """Build a :class:`Backbone` from a spec.
 
@@ -454,6 +494,12 @@ def load_backbone(
         names to them. Default: the architecture's natural stages.
     progress : bool, default=False
         Show a download progress bar.
+    share_weights : bool, default=False
+        For callers that never change the weights (a frozen feature extractor): pretrained
+        weights the process already loaded are shared with its memo rather than copied
+        (a fit in a cross-validation then costs milliseconds instead of a copy of the
+        network). Moving the network to another device or memory format is fine; changing
+        its tensors in place is not.
 
     Returns
     -------
@@ -478,7 +524,7 @@ def load_backbone(
         name = model
     elif isinstance(model, str):
         model = model.removeprefix("torchvision:")
-        net, base, weights_id = _torchvision_net(model, weights, progress)
+        net, base, weights_id = _torchvision_net(model, weights, progress, share_weights)
         name = model
     else:
         raise TypeError(

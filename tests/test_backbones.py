@@ -190,3 +190,35 @@ def test_headless_sequential_is_kept_whole():
     again = load_backbone(body)
     assert len(again.body.net) == len(body) and again.num_features == 16
     assert [g for g, _ in again.groups] == ["0", "3"]
+
+
+def test_shared_weights_are_new_modules_over_the_memos_tensors(tmp_path):
+    """What a frozen extractor's fits get: no copy of the data, and nothing they do to
+    their modules (mode, device or memory format, requires_grad, hooks) reaches the
+    memo or another fit's network."""
+    from sktransfer.backbones import _MEMO
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pth"
+    torch.save(load_backbone("resnet18", weights=None).body.net.state_dict(), path)
+    load_backbone("resnet18", weights=path)  # the first load fills the memo
+    first = load_backbone("resnet18", weights=path, share_weights=True).body
+    second = load_backbone("resnet18", weights=path, share_weights=True).body
+    copied = load_backbone("resnet18", weights=path).body
+    pairs = list(zip(first.parameters(), second.parameters(), strict=True))
+    assert all(a is not b and a.data_ptr() == b.data_ptr() for a, b in pairs)
+    assert all(a.data_ptr() != c.data_ptr()
+               for a, c in zip(first.parameters(), copied.parameters(), strict=True))
+    first.train().requires_grad_(False)
+    first.to(memory_format=torch.channels_last)
+    first.net.conv1.register_forward_hook(lambda *args: None)
+    assert not second.net.training and not second.net.bn1.training
+    assert all(p.requires_grad for p in second.parameters())
+    assert second.net.conv1.weight.is_contiguous() and not second.net.conv1._forward_hooks
+    memo = next(net for net, _ in _MEMO.values()
+                if net.conv1.weight.data_ptr() == second.net.conv1.weight.data_ptr())
+    assert all(p.requires_grad for p in memo.parameters()) and not memo.conv1._forward_hooks
+    assert memo.conv1.weight.is_contiguous()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(second.eval()(x), copied.eval()(x), rtol=0, atol=0)

@@ -239,6 +239,29 @@ def test_energy_is_measured_when_codecarbon_is_installed(fresh_energy):
     assert "Wh" in str(cost)
 
 
+def test_calls_without_a_network_pass_report_zero_energy_without_a_codecarbon_task(
+        fresh_energy, monkeypatch, tmp_path):
+    """The extractor's measurement starts at its first batch: fit (loading only) and a
+    fully cached transform cost no codecarbon task (a few ms each, 13 of them per
+    search), and their 0 kWh add up with the measured calls."""
+    pytest.importorskip("codecarbon")
+    tasks = []
+    real_start = _cost._Energy.start.__func__
+    monkeypatch.setattr(_cost._Energy, "start", classmethod(
+        lambda cls: tasks.append(1) or real_start(cls)))
+    pipe = make_pipeline(PretrainedFeatureExtractor(tiny_cnn(), cache=tmp_path, **PREP),
+                         LogisticRegression()).fit(X8, Y8)  # fit + embedding: one task
+    assert len(tasks) == 1
+    cost = fit_cost(pipe)
+    assert cost.energy_kwh > 0 and cost.energy_method.startswith("codecarbon ")
+    ext = PretrainedFeatureExtractor(tiny_cnn(), cache=tmp_path, **PREP).fit()
+    ext.transform(X8)  # every embedding cached
+    assert len(tasks) == 1
+    assert ext.fit_cost_.energy_kwh == ext.transform_cost_.energy_kwh == 0.0
+    total = ext.fit_cost_ + cost
+    assert total.energy_kwh == cost.energy_kwh and total.energy_method == cost.energy_method
+
+
 @pytest.mark.parametrize("value", ["0", "off", "False"])
 def test_energy_measurement_can_be_turned_off(fresh_energy, monkeypatch, value):
     pytest.importorskip("codecarbon")

@@ -101,7 +101,10 @@ def test_custom_module_needs_its_architecture_and_gets_the_weights(tmp_path):
         import_model(path)
     np.testing.assert_array_equal(import_elsewhere(path, tmp_path, custom=True),
                                   clf.predict_proba(X))
-    loaded = import_model(path, model=tiny_cnn(seed=5))
+    architecture = tiny_cnn(seed=5)  # (seeds torch's generator itself)
+    rng = torch.get_rng_state()
+    loaded = import_model(path, model=architecture)
+    assert torch.equal(torch.get_rng_state(), rng)  # the head's random init is private
     assert loaded.augment is False  # training-only code is not exported
     flagged = clf.set_params(augment=True).fit(X, Y)
     export_model(flagged, tmp_path / "flag.safetensors")
