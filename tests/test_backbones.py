@@ -215,8 +215,9 @@ def test_shared_weights_are_new_modules_over_the_memos_tensors(tmp_path):
     assert not second.net.training and not second.net.bn1.training
     assert all(p.requires_grad for p in second.parameters())
     assert second.net.conv1.weight.is_contiguous() and not second.net.conv1._forward_hooks
-    memo = next(net for net, _ in _MEMO.values()
-                if net.conv1.weight.data_ptr() == second.net.conv1.weight.data_ptr())
+    shared = second.net.conv1.weight.data_ptr()
+    memo = next(net for net, _ in _MEMO.values()  # (other tests' networks may be there)
+                if hasattr(net, "conv1") and net.conv1.weight.data_ptr() == shared)
     assert all(p.requires_grad for p in memo.parameters()) and not memo.conv1._forward_hooks
     assert memo.conv1.weight.is_contiguous()
     x = torch.rand(2, 3, 32, 32)
