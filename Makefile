@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-# Two pytest processes share the CPUs (pytest-xdist); the tests marked `precision` then
+# Two pytest processes share the CPUs (pytest-xdist; tests marked xdist_group(name) share
+# a worker: one Dask cluster); the tests marked `precision` then
 # run again with the CPU's bf16 answer flipped, so that precision="auto" is tested on its
 # bfloat16 and its float32 path whichever kind of CPU this is (see docs/user_guide.md).
 PYTEST_WORKERS ?= 2
@@ -23,7 +24,7 @@ PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(MAKE) docs
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist=loadgroup
 	$(BIN)/python -m pytest -m precision --native-bf16=flip -q
 
 # API reference and user guide; warnings are errors so the docs cannot rot.

@@ -7,6 +7,8 @@ and adds its own parameters' constraints, its fit, and its export/restore pair.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
@@ -30,6 +32,14 @@ class ImageEstimator(BaseEstimator):
     """
 
     _parameter_constraints: dict = {**BACKBONE}
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle; a parameter added since the model was saved takes its default (a
+        model pickled by an earlier version still clones, prints and refits)."""
+        defaults = {name: p.default for name, p in inspect.signature(
+            type(self).__init__).parameters.items() if p.default is not inspect.Parameter.empty}
+        super().__setstate__({**{k: v for k, v in defaults.items() if k not in state},
+                              **state})
 
     def _check_params(self) -> None:
         """What the declared constraints cannot say; subclasses extend it."""

@@ -340,6 +340,9 @@ class CostMeter:
         self.forward_flops = 0
         self.backward_flops = 0
         self._cost: ComputeCost | None = None
+        # this call's counts by module object (alive for the call): a training step asks
+        # for every batch, and the structural key of the process-wide memo costs a repr
+        self._counted: dict[tuple, tuple[int, int]] = {}
         self._energy_pending = lazy_energy
         self._energy = False if lazy_energy else _Energy.start()
         self._start = time.perf_counter()
@@ -365,8 +368,12 @@ class CostMeter:
         """Record one pass of ``batch`` (N images, or N x V views) through ``module``."""
         self.computing()
         n_images = batch.shape[:-3].numel()
-        forward, backward = count_flops(module, tuple(batch.shape[-3:]), train=train)
-        self.add(n_images, forward, backward)
+        shape = tuple(batch.shape[-3:])
+        trained = tuple(p.requires_grad for p in module.parameters()) if train else ()
+        key = (id(module), shape, train, trained)
+        if key not in self._counted:
+            self._counted[key] = count_flops(module, shape, train=train)
+        self.add(n_images, *self._counted[key])
 
     def stop(self) -> ComputeCost:
         """End the measurement (once) and return the cost."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -17,10 +18,14 @@ from ._base import ImageEstimator
 from ._cache import EmbeddingCache, cache_directory, content_bytes, fingerprint
 from ._cost import CostMeter, count_flops
 from ._dask import is_dask_collection
+from ._meta import architecture_key, meta_copy
 from ._seeding import seeded
 from ._validation import CACHE, POSITIVE, fit_context
 from .backbones import DEFAULT_MODEL, pool_features
 from .images import ImageSource, Preprocessing, as_image_source, iter_batches
+
+# the tapped layers' output sizes, once per process for each architecture, layers and size
+_LAYER_SIZES: dict[tuple, list[int]] = {}
 
 
 class _Stop(Exception):
@@ -102,10 +107,12 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         :class:`~sktransfer.ComputeCost`). Counted when first needed (the first image
         embedded, or reading it), once per process for each architecture and input size.
     precision_ : str
-        The compute dtype ``precision`` resolved to on this machine at ``fit``:
-        ``"float32"``, ``"bfloat16"`` or ``"float16"`` (``"auto"`` is bfloat16 on CPUs with
-        native bf16, float32 on others). Each ``transform`` resolves ``precision`` again
-        on the machine it runs on; ``transform_cost_.precision`` says what it used.
+        The compute dtype ``precision`` resolved to on this machine at ``fit`` (or
+        :func:`~sktransfer.import_model`): ``"float32"``, ``"bfloat16"`` or ``"float16"``
+        (``"auto"`` is bfloat16 on CPUs with native bf16 and on GPUs that support it,
+        float16 on other GPUs and on MPS, float32 on other CPUs). Each ``transform``
+        resolves ``precision`` again on the machine it runs on;
+        ``transform_cost_.precision`` says what it used.
     fit_cost_ : ComputeCost
         What ``fit`` cost: loading the network (time, and energy when ``codecarbon`` is
         installed; no image is processed). After ``fit_transform`` (what a
@@ -198,7 +205,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         meter = CostMeter(device, dtype, lazy_energy=True)
         try:
             # a network with random weights is drawn from random_state, not torch's global RNG
-            with seeded(self.random_state):
+            with seeded(self.random_state) if self.weights is None else nullcontext():
                 # frozen: memoised pretrained weights are shared, not copied, across fits
                 backbone = self._load_backbone(progress=bool(self.verbose), share_weights=True)
             self._setup(backbone)
@@ -276,6 +283,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         """Become the fitted extractor that :meth:`__sktransfer_export__` described."""
         backbone.weights_id = fitted.get("weights_id")
         backbone.body.load_state_dict(state, strict=True)
+        self.precision_ = _runtime.precision_name(self._compute_dtype(self._device()))
         return self._setup(backbone)
 
     def transform(self, X: object) -> np.ndarray:
@@ -383,9 +391,19 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         if layers is None:
             return self.backbone_.num_features
         size = self.backbone_.preprocessing.crop_size
-        with torch.inference_mode():
-            feats = self._tap(self.backbone_.body, torch.zeros(1, 3, size, size), layers)
-        self._layer_sizes_ = [int(f.shape[1]) for f in feats]
+        body = self.backbone_.body
+        key = (architecture_key(body), tuple(layers), size)
+        sizes = _LAYER_SIZES.get(key)
+        if sizes is None:
+            try:  # shapes only, on the meta device
+                with torch.no_grad():
+                    feats = self._tap(meta_copy(body), torch.zeros(1, 3, size, size,
+                                                                   device="meta"), layers)
+            except Exception:  # a forward that needs values (or a layer it never runs)
+                with torch.inference_mode():
+                    feats = self._tap(body, torch.zeros(1, 3, size, size), layers)
+            sizes = _LAYER_SIZES[key] = [int(f.shape[1]) for f in feats]
+        self._layer_sizes_ = list(sizes)
         return sum(self._layer_sizes_)
 
     def _embed(self, source: ImageSource, meter: CostMeter) -> np.ndarray:

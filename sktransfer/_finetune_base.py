@@ -353,11 +353,13 @@ class BaseFineTuner(ImageEstimator):
     def _predicting(self):
         """The fitted net on its device, in the precision ``precision`` means on this
         machine (a model fitted in bf16 predicts in float32 on a CPU without native bf16,
-        and the reverse), with ``n_threads``."""
+        and the reverse), with ``n_threads``; torch's global random state is left as it
+        was (each DataLoader iteration draws a seed from it)."""
         net = self.net_
         # skorch maps a GPU-fitted net to the CPU when it is unpickled where CUDA is absent
         dtype = self._amp_dtype(torch.device(net.device))
-        with net.on_device(), net.computing_in(dtype), _runtime.torch_threads(self.n_threads):
+        with net.on_device(), net.computing_in(dtype), _runtime.torch_threads(self.n_threads), \
+                torch.random.fork_rng(devices=[]):
             yield
 
     def summary(self) -> list[dict]:
@@ -434,7 +436,8 @@ class BaseFineTuner(ImageEstimator):
         """
         check_is_fitted(self, "net_")
         fitted = {**self._fitted_targets(), "n_epochs": self.n_epochs_,
-                  "best_epoch": self.best_epoch_, "lr": self.lr_}
+                  "best_epoch": self.best_epoch_, "lr": self.lr_,
+                  "precision": getattr(self, "precision_", None)}
         return self.net_.module_, self.preprocessing_, self._group_members, fitted
 
     def __sktransfer_restore__(self, backbone, state: dict, fitted: dict) -> BaseFineTuner:
@@ -456,6 +459,8 @@ class BaseFineTuner(ImageEstimator):
         net.release()
         self._set_fitted(net, info, backbone, int(fitted["n_epochs"]),
                          int(fitted["best_epoch"]), lr=lr)
+        if fitted.get("precision"):  # what training used (files from before: resolved here)
+            self.precision_ = str(fitted["precision"])
         return self
 
     def _set_fitted(self, net: AmpNet, info: dict, backbone, n_epochs: int,

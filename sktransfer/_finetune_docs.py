@@ -130,8 +130,9 @@ net_ : skorch.NeuralNet
         Whether ``fit`` was stopped by Ctrl-C (KeyboardInterrupt).
     precision_ : str
         The dtype training computed in: what ``precision`` resolved to on the fitting
-        machine (``"float32"`` or ``"bfloat16"``; ``"auto"`` is bfloat16 on GPUs and on
-        CPUs with native bf16).
+        machine (``"float32"`` or ``"bfloat16"``; ``"auto"`` is bfloat16 on GPUs that
+        support it and on CPUs with native bf16, float32 elsewhere). Kept by
+        :func:`~sktransfer.export_model`.
     fit_cost_ : ComputeCost or None
         What ``fit`` cost: wall time, images through the network (every epoch, the
         validation passes, the learning-rate finder and BatchNorm recalibration included),

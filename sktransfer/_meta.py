@@ -56,17 +56,27 @@ def output_shape(module: nn.Module, input_shape: tuple[int, ...]) -> torch.Size:
     return shape
 
 
-def architecture_key(module: nn.Module, *, trained: bool = False) -> tuple:
-    """What a module's FLOP count depends on, as a hashable value (not its identity).
+_SCALARS = (bool, int, float, str, type(None))
 
-    Each submodule's class and ``repr`` (layer sizes, strides, padding...), every
+
+def architecture_key(module: nn.Module, *, trained: bool = False) -> tuple:
+    """What a module's FLOP count and output shape depend on, as a hashable value.
+
+    Each submodule's class (the class object: a class redefined in a notebook, or made by
+    a factory, is another key), its ``repr`` (layer sizes, strides, padding...), its plain
+    scalar attributes (a flag its forward pass may read), which hooks it has, every
     parameter's and buffer's name, shape and dtype, and with ``trained`` which parameters
-    require gradients. Two modules with the same key run the same operations on the same
-    shapes unless a forward pass branches on something that none of these shows.
+    require gradients. Not the module's identity, nor its weights' values.
     """
-    kinds = tuple((name, f"{type(m).__module__}.{type(m).__qualname__}")
-                  for name, m in module.named_modules())
+    parts = []
+    for name, m in module.named_modules():
+        scalars = tuple(sorted((k, v) for k, v in vars(m).items()
+                               if not k.startswith("_") and k != "training"
+                               and isinstance(v, _SCALARS)))
+        hooks = tuple(tuple(map(id, getattr(m, attr).values())) for attr in (
+            "_forward_hooks", "_forward_pre_hooks") if getattr(m, attr, None))
+        parts.append((name, type(m), scalars, hooks))
     params = tuple((name, tuple(p.shape), str(p.dtype), bool(p.requires_grad) and trained)
                    for name, p in module.named_parameters())
     buffers = tuple((name, tuple(b.shape), str(b.dtype)) for name, b in module.named_buffers())
-    return kinds, repr(module), params, buffers
+    return tuple(parts), repr(module), params, buffers

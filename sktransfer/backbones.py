@@ -376,7 +376,7 @@ def make_preprocessing(
 
 
 # --------------------------------------------------------------------------- loading memo
-_MEMO: OrderedDict[tuple, tuple[nn.Module, dict]] = OrderedDict()
+_MEMO: OrderedDict[tuple, tuple[nn.Module, dict, list[int]]] = OrderedDict()
 _MEMO_SIZE = 2
 _MEMO_LOCK = threading.Lock()
 
@@ -408,6 +408,9 @@ def _torchvision_net(model: str, weights, progress: bool,
         raise TypeError(f"weights must be a str, a path or None, got {type(weights).__name__}")
     with _MEMO_LOCK:
         hit = _MEMO.get(key)
+        if hit is not None and not _untouched(hit[0], hit[2]):
+            del _MEMO[key]  # a shared tensor was changed in place: load the file again
+            hit = None
         if hit is not None:
             _MEMO.move_to_end(key)
             return _copy(hit[0], share_weights), dict(hit[1]), weights_id
@@ -417,10 +420,24 @@ def _torchvision_net(model: str, weights, progress: bool,
     else:
         net = _load_enum(model, enum, progress)
     with _MEMO_LOCK:
-        _MEMO[key] = (copy.deepcopy(net), dict(base))
+        stored = copy.deepcopy(net)
+        _MEMO[key] = (stored, dict(base), _versions(stored))
         while len(_MEMO) > _MEMO_SIZE:
             _MEMO.popitem(last=False)
     return net, base, weights_id
+
+
+def _versions(net: nn.Module) -> list[int]:
+    """The version counters of ``net``'s tensors: each in-place change increments one, and
+    tensors made with ``detach()`` (the shared ones) count on the same counter."""
+    return [t._version for t in (*net.parameters(), *net.buffers())]
+
+
+def _untouched(net: nn.Module, versions: list[int]) -> bool:
+    """Whether no tensor of a memoised network was changed in place since it was stored
+    (a user's in-place edit of a shared extractor's weights must not reach other fits,
+    nor the embedding cache, whose keys name the weights, not their values)."""
+    return _versions(net) == versions
 
 
 def _copy(net: nn.Module, share_weights: bool) -> nn.Module:

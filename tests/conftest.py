@@ -33,8 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from sktransfer import _runtime
 
     choice = config.getoption("--native-bf16")
-    if choice == "flip":
-        choice = "no" if _runtime.cpu_detects_native_bf16() else "yes"
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller's environment, inherited, decided it
+    if choice == "flip":  # the opposite of what "auto" does here (override included)
+        choice = "no" if _runtime.cpu_has_native_bf16() else "yes"
     if choice != "detect":
         os.environ[_runtime.NATIVE_BF16_ENV] = "1" if choice == "yes" else "0"
 
@@ -51,7 +53,8 @@ def _share_the_cpus() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers < 2 or "OMP_NUM_THREADS" in os.environ:
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // workers)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
 

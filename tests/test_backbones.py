@@ -216,10 +216,16 @@ def test_shared_weights_are_new_modules_over_the_memos_tensors(tmp_path):
     assert all(p.requires_grad for p in second.parameters())
     assert second.net.conv1.weight.is_contiguous() and not second.net.conv1._forward_hooks
     shared = second.net.conv1.weight.data_ptr()
-    memo = next(net for net, _ in _MEMO.values()  # (other tests' networks may be there)
+    memo = next(net for net, *_ in _MEMO.values()  # (other tests' networks may be there)
                 if hasattr(net, "conv1") and net.conv1.weight.data_ptr() == shared)
     assert all(p.requires_grad for p in memo.parameters()) and not memo.conv1._forward_hooks
     assert memo.conv1.weight.is_contiguous()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(second.eval()(x), copied.eval()(x), rtol=0, atol=0)
+        # a user's in-place edit of a shared network is noticed: later loads read the file
+        second.net.conv1.weight.mul_(0)
+    again = load_backbone("resnet18", weights=path, share_weights=True).body
+    assert again.net.conv1.weight.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), copied(x), rtol=0, atol=0)

@@ -85,6 +85,7 @@ def test_fine_tuned_torchvision_model_round_trip_is_exact(tmp_path):
     assert loaded.classes_.dtype == clf.classes_.dtype
     assert loaded.layer_groups_ == clf.layer_groups_ and loaded.n_epochs_ == 2
     assert loaded.summary() == clf.summary()
+    assert loaded.precision_ == clf.precision_  # what training computed in, not resolved here
     # what the file holds: tensors, and a readable JSON config; no pickle
     config = read_config(path)
     assert config["estimator"] == "FineTuneClassifier"

@@ -173,3 +173,42 @@ def test_compiled_network_gives_the_same_embeddings(tiny_model, rgb_uint8):
     restored = pickle.loads(pickle.dumps(compiled))  # compiled graph left out, rebuilt
     assert not hasattr(restored, "_compiled")
     np.testing.assert_allclose(restored.transform(rgb_uint8), eager, atol=1e-5)
+
+
+def test_a_model_pickled_before_a_parameter_existed_gets_its_default(tiny_model, rgb_uint8):
+    """random_state arrived after models were saved with joblib: an old pickle has no such
+    attribute, and still prints, clones, refits and transforms."""
+    from sklearn.base import clone
+
+    ext = make_extractor(tiny_model).fit()
+    state = ext.__getstate__()
+    del state["random_state"], state["precision_"]
+    old = PretrainedFeatureExtractor.__new__(PretrainedFeatureExtractor)
+    old.__setstate__(state)
+    assert old.get_params()["random_state"] is None and "random_state" not in repr(old)
+    np.testing.assert_array_equal(old.transform(rgb_uint8), ext.transform(rgb_uint8))
+    clone(old).fit()
+
+
+def test_tapped_layers_are_sized_without_running_the_network(tiny_model, rgb_uint8):
+    """The layers' output sizes come from a pass on the meta device (shapes only), so a
+    fit with ``layer`` runs no forward pass either; a layer the network never runs is
+    still named."""
+    seen = []
+    tiny_model[0].register_forward_pre_hook(
+        lambda module, inputs: None if inputs[0].is_meta else seen.append(len(inputs[0])))
+    ext = make_extractor(tiny_model, layer=["2", "5"]).fit()
+    assert seen == [] and ext.n_features_out_ == 24
+    ext.transform(rgb_uint8)
+    assert seen == [6]
+
+    class Skips(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(ValueError, match=r"\['unused'\] were not run"):
+        make_extractor(Skips(), layer="unused").fit()

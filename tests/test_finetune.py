@@ -135,6 +135,9 @@ def test_same_seed_same_predictions_and_global_rng_untouched():
     c = toy(unfreeze="all", freeze_epochs=1, augment=True, random_state=1).fit(X_TOY, Y_TOY)
     np.testing.assert_array_equal(a.predict_proba(X_TOY), b.predict_proba(X_TOY))
     assert not np.array_equal(a.predict_proba(X_TOY), c.predict_proba(X_TOY))
+    state = torch.get_rng_state()
+    a.predict(X_TOY)  # (a DataLoader draws its seed from the global generator)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_progress_shown_when_verbose(capsys):
