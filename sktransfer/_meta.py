@@ -56,7 +56,7 @@ def output_shape(module: nn.Module, input_shape: tuple[int, ...]) -> torch.Size:
     return shape
 
 
-_SCALARS = (bool, int, float, str, type(None))
+_SCALARS = frozenset({bool, int, float, str, type(None)})
 
 
 def architecture_key(module: nn.Module, *, trained: bool = False) -> tuple:
@@ -70,11 +70,10 @@ def architecture_key(module: nn.Module, *, trained: bool = False) -> tuple:
     """
     parts = []
     for name, m in module.named_modules():
-        scalars = tuple(sorted((k, v) for k, v in vars(m).items()
-                               if not k.startswith("_") and k != "training"
-                               and isinstance(v, _SCALARS)))
-        hooks = tuple(tuple(map(id, getattr(m, attr).values())) for attr in (
-            "_forward_hooks", "_forward_pre_hooks") if getattr(m, attr, None))
+        scalars = tuple((k, v) for k, v in m.__dict__.items()
+                        if type(v) in _SCALARS and k[0] != "_" and k != "training")
+        hooks = (tuple(map(id, m._forward_hooks.values())),
+                 tuple(map(id, m._forward_pre_hooks.values())))
         parts.append((name, type(m), scalars, hooks))
     params = tuple((name, tuple(p.shape), str(p.dtype), bool(p.requires_grad) and trained)
                    for name, p in module.named_parameters())
