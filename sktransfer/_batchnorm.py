@@ -58,7 +58,7 @@ def recalibrate(net, dataset) -> int:
     try:
         # DataLoaders draw a seed from the global RNG: fork it, so that recalibrating
         # changes neither the caller's random state nor the training's
-        with torch.no_grad(), _runtime.autocast(device, net.amp_dtype), \
+        with torch.no_grad(), _runtime.autocast(device, net.compute_dtype()), \
                 torch.random.fork_rng(devices=[]):
             for x, _ in net.get_iterator(dataset, training=False):
                 meter = getattr(net, "cost_meter", None)

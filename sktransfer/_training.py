@@ -4,6 +4,7 @@ and the skorch net and callbacks that drive them."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import torch
 from skorch import NeuralNet
@@ -253,6 +254,11 @@ class GroupUnfreezer(Callback):
 _SAME_AS_FITTED = "<module_>"  # placeholder for the init module when it is the fitted one
 
 
+# (net id, dtype) of the predictions running in this thread (AmpNet.computing_in)
+_COMPUTING_IN: contextvars.ContextVar[tuple[int, torch.dtype | None] | None] = \
+    contextvars.ContextVar("sktransfer_computing_in", default=None)
+
+
 class AmpNet(NeuralNet):
     """skorch net running forward passes under autocast, with one extra callback event.
 
@@ -321,12 +327,22 @@ class AmpNet(NeuralNet):
 
     @contextlib.contextmanager
     def computing_in(self, dtype: torch.dtype | None):
-        """Run the block under autocast to ``dtype`` (None: float32), then restore."""
-        before, self.amp_dtype = self.amp_dtype, dtype
+        """Run the block's passes under autocast to ``dtype`` (None: float32) instead of
+        ``amp_dtype``, in this thread only (nothing of the net changes, so concurrent
+        predictions cannot leave another dtype behind)."""
+        token = _COMPUTING_IN.set((id(self), dtype))
         try:
             yield
         finally:
-            self.amp_dtype = before
+            _COMPUTING_IN.reset(token)
+
+    def compute_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of this thread's passes: :meth:`computing_in`'s, else
+        ``amp_dtype``."""
+        override = _COMPUTING_IN.get()
+        if override is not None and override[0] == id(self):
+            return override[1]
+        return self.amp_dtype
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         """Train up to ``max_epochs`` in all (a resumed history counts); flag a Ctrl-C.
@@ -360,7 +376,7 @@ class AmpNet(NeuralNet):
         if meter is not None and isinstance(x, torch.Tensor):
             meter.count(self.module_, x, train=self.module_.training and
                         torch.is_grad_enabled())
-        with _runtime.autocast(torch.device(self.device), self.amp_dtype):
+        with _runtime.autocast(torch.device(self.device), self.compute_dtype()):
             out = super().infer(x, **fit_params)
         if isinstance(out, tuple):  # several outputs (domain adaptation's training pass)
             return tuple(o.float() for o in out)

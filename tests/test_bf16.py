@@ -156,29 +156,6 @@ def test_bf16_recalibration_gives_the_statistics_of_the_bf16_activations():
     assert var_err <= bound(14, (a16 ** 2).mean())
 
 
-# ------------------------------------------------------------------ sample weights
-def test_bf16_sample_weights_match_duplicated_images_within_the_gradient_roundings():
-    """Head only, one full batch per step: the weighted and the duplicated data set give
-    the same gradient but bf16 rounds its terms differently (``w * g`` rounded once
-    against ``g`` rounded ``w`` times)."""
-    def head_only():
-        return classifier("bfloat16", unfreeze=0, batch_size=64, max_epochs=4, lr=0.05,
-                          schedule="constant")
-
-    weights = np.tile([1, 2, 3], 8)
-    repeat = np.repeat(np.arange(len(X)), weights)
-    weighted = head_only().fit(X, Y, sample_weight=weights)
-    duplicated = head_only().fit(X[repeat], Y[repeat])
-    unweighted = head_only().fit(X, Y)
-    p_w, p_d = weighted.predict_proba(X), duplicated.predict_proba(X)
-    # 4 steps, each gradient term rounded twice (the weighted gradient, the matmul
-    # input), softmax at most half the logits' change, logits O(1): k = 8, scale 0.5
-    tolerance = bound(8, 0.5)
-    assert weighted.precision_ == duplicated.precision_ == "bfloat16"
-    assert np.abs(p_w - p_d).max() <= tolerance
-    assert np.abs(p_w - unweighted.predict_proba(X)).max() > 4 * tolerance  # weights mattered
-
-
 # ------------------------------------------------------------------ compiled network
 def test_compiled_bf16_network_embeds_as_the_eager_one_within_its_roundings():
     eager = extractor("bfloat16").fit().transform(X)
@@ -191,6 +168,22 @@ def test_compiled_bf16_network_embeds_as_the_eager_one_within_its_roundings():
     # and it did round to bf16: float32 compiled code is ~1e-6 from float32, bf16's
     # roundings put it ~U * scale away
     assert np.abs(got - by_hand(None)).max() > U / 16 * scale
+
+
+def test_the_prediction_dtype_is_the_calling_threads_only():
+    """Prediction computes in the dtype ``precision`` means where it runs without
+    changing the fitted net: another thread predicting meanwhile keeps its own."""
+    import threading
+
+    net = classifier("bfloat16", max_epochs=1).fit(X, Y).net_
+    seen = {}
+    with net.computing_in(None):
+        other = threading.Thread(target=lambda: seen.setdefault("other", net.compute_dtype()))
+        other.start()
+        other.join()
+        seen["here"] = net.compute_dtype()
+    assert seen == {"other": torch.bfloat16, "here": None}
+    assert net.amp_dtype == net.compute_dtype() == torch.bfloat16
 
 
 # ------------------------------------------------------------------ across machines
