@@ -114,8 +114,9 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         resolves ``precision`` again on the machine it runs on;
         ``transform_cost_.precision`` says what it used.
     fit_cost_ : ComputeCost
-        What ``fit`` cost: loading the network (time, and energy when ``codecarbon`` is
-        installed; no image is processed). After ``fit_transform`` (what a
+        What ``fit`` cost: loading the network (time; no image is processed, so no FLOP
+        and, when ``codecarbon`` is installed, 0 kWh: energy is measured from the first
+        batch). After ``fit_transform`` (what a
         :class:`~sklearn.pipeline.Pipeline` calls) it includes embedding the training
         images, so that :func:`sktransfer.fit_cost` of a pipeline is what fitting it cost.
     transform_cost_ : ComputeCost
