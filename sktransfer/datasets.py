@@ -76,9 +76,11 @@ def load_digits_shift(
     Returns
     -------
     X_source : ndarray of shape (899, size, size, 3), dtype uint8
+        The labelled source images: grey digits on black, RGB.
     y_source : ndarray of shape (899,), dtype int
         Digits 0-9.
     X_target : ndarray of shape (n_target, size, size, 3), dtype uint8
+        The target images: digits blended into colour photo crops.
     y_target : ndarray of shape (n_target,), dtype int
         The target's digits: for scoring only (hide them from ``fit``).
     """
@@ -184,3 +186,113 @@ def load_photo_collage(
         X[k] = np.where(pasted[..., None], crop(photos[1 - back]), crop(photos[back]))
         masks[k] = np.where(pasted, 1 - back, back)
     return X, masks
+
+
+#: The shift families of :func:`load_photo_shift`.
+SHIFT_FAMILIES = ("greyscale", "blur", "noise", "jpeg", "contrast", "sketch", "illumination")
+
+
+def load_photo_shift(
+    family: str, *, severity: int = 3, n_per_region: int = 10, n_target_per_region: int = 20,
+    size: int = 64, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A domain-shift task: clean photo patches as the source, altered ones as the target.
+
+    Both domains hold patches of :func:`load_region_patches`' 12 classes (which of
+    scikit-learn's two sample photos, which region of a 2 x 3 grid), drawn independently;
+    the target's are altered by one ``family`` of shift, so only the look of the images
+    changes, not what they show:
+
+    - ``"greyscale"``: colour removed (a fifth of the saturation per severity level);
+    - ``"blur"``, ``"noise"``, ``"jpeg"``, ``"contrast"``: ImageNet-C's corruptions
+      (Hendrycks & Dietterich, 2019) at its five severities (Gaussian blur, Gaussian
+      noise, JPEG compression, contrast reduction), the blur radius scaled to ``size``;
+    - ``"sketch"``: an edge rendering, dark lines on white (blended with the photo at
+      low severities);
+    - ``"illumination"``: darker (gamma 1.4-3.0) under a warm light.
+
+    Parameters
+    ----------
+    family : str
+        One of :data:`SHIFT_FAMILIES`.
+    severity : int, default=3
+        1 (mild) to 5 (strong).
+    n_per_region : int, default=10
+        Source patches per class.
+    n_target_per_region : int, default=20
+        Target patches per class.
+    size : int, default=64
+        Side of the square patches, in pixels (at least 16).
+    seed : int, default=0
+        Seed of the patches and of the random parts of a shift (noise).
+
+    Returns
+    -------
+    X_source : ndarray of shape (12 * n_per_region, size, size, 3), dtype uint8
+        The labelled source patches, unaltered, RGB.
+    y_source : ndarray of shape (12 * n_per_region,), dtype int
+        Their classes, ``6 * photo + 3 * row + column``.
+    X_target : ndarray of shape (12 * n_target_per_region, size, size, 3), dtype uint8
+        The target patches, altered by ``family``.
+    y_target : ndarray of shape (12 * n_target_per_region,), dtype int
+        The target's classes: for scoring only (hide them from ``fit``).
+
+    Examples
+    --------
+    >>> from sktransfer.datasets import load_photo_shift
+    >>> X_source, y_source, X_target, y_target = load_photo_shift("jpeg", severity=4)
+    >>> X_source.shape, X_target.shape
+    ((120, 64, 64, 3), (240, 64, 64, 3))
+    """
+    if family not in SHIFT_FAMILIES:
+        raise ValueError(f"family must be one of {SHIFT_FAMILIES}, got {family!r}")
+    if isinstance(severity, bool) or severity not in (1, 2, 3, 4, 5):
+        raise ValueError(f"severity must be an integer from 1 to 5, got {severity!r}")
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    streams = np.random.SeedSequence(seed).spawn(3)
+    source_seed, target_seed = (int(s.generate_state(1)[0]) for s in streams[:2])
+    X_source, y_source = load_region_patches(n_per_region, size=size, seed=source_seed)
+    X_target, y_target = load_region_patches(n_target_per_region, size=size,
+                                             seed=target_seed)
+    rng = np.random.default_rng(streams[2])
+    shifted = np.stack([_shift(x, family, severity, rng) for x in X_target])
+    return X_source, y_source, shifted, y_target
+
+
+def _shift(image: np.ndarray, family: str, severity: int,
+           rng: np.random.Generator) -> np.ndarray:
+    """One uint8 RGB image altered by ``family`` at ``severity`` (1-5)."""
+    import io
+
+    from PIL import Image, ImageFilter, ImageOps
+
+    s = severity - 1
+    x = image.astype(np.float32) / 255
+    if family == "greyscale":
+        grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        x = x + (grey[..., None] - x) * (severity / 5)
+    elif family == "blur":
+        radius = (0.5, 0.8, 1.2, 1.8, 2.6)[s] * image.shape[0] / 64
+        blurred = Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius))
+        x = np.asarray(blurred, dtype=np.float32) / 255
+    elif family == "noise":
+        x = x + rng.normal(0, (0.08, 0.12, 0.18, 0.26, 0.38)[s], size=x.shape)
+    elif family == "jpeg":
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=(25, 18, 15, 10, 7)[s])
+        x = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
+    elif family == "contrast":
+        c = (0.4, 0.3, 0.2, 0.1, 0.05)[s]
+        mean = x.mean(axis=(0, 1), keepdims=True)
+        x = (x - mean) * c + mean
+    elif family == "sketch":
+        grey = ImageOps.grayscale(Image.fromarray(image))
+        edges = np.asarray(grey.filter(ImageFilter.FIND_EDGES), dtype=np.float32)
+        edges = edges[1:-1, 1:-1]  # the filter outlines the image's own border: drop it
+        edges = np.pad(edges / max(float(edges.max()), 1.0), 1)  # autocontrast
+        sketch = 1 - edges[..., None]
+        x = x + (np.repeat(sketch, 3, axis=2) - x) * (0.6, 0.7, 0.8, 0.9, 1.0)[s]
+    else:  # illumination
+        x = x ** (1.4, 1.8, 2.2, 2.6, 3.0)[s] * np.array([1.0, 0.85, 0.65], dtype=np.float32)
+    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
