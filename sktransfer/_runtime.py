@@ -73,8 +73,9 @@ def cpu_features() -> Mapping[str, object]:
 #: Environment variable that overrides :func:`cpu_has_native_bf16`: ``1`` (or ``yes``,
 #: ``true``, ``on``) makes it answer yes, ``0`` (``no``, ``false``, ``off``) no; unset or
 #: empty, the CPU is asked. For contributors: the test suite runs ``precision="auto"``'s
-#: bfloat16 path on a CPU without native bf16 (emulated bf16 rounds the same way, only
-#: slower) and its float32 path on one with it (``pytest --native-bf16=yes|no``).
+#: bfloat16 path on a CPU without native bf16 (emulated bf16 rounds each value as native
+#: bf16 does, only slower) and its float32 path on one with it
+#: (``pytest --native-bf16=yes|no|flip``).
 NATIVE_BF16_ENV = "SKTRANSFER_NATIVE_BF16"
 
 _YES, _NO = {"1", "yes", "true", "on"}, {"0", "no", "false", "off"}

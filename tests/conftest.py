@@ -23,18 +23,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--native-bf16", choices=("detect", "yes", "no", "flip"), default="detect",
         help="what sktransfer's CPU bfloat16 detection answers, so precision='auto' takes "
-             "the bf16 path (yes) or the float32 path (no) on any CPU; 'flip' answers the "
-             "opposite of this CPU (make test runs the precision tests that way). Sets "
-             "SKTRANSFER_NATIVE_BF16, which child processes inherit.")
+             "the bf16 path (yes) or the float32 path (no) on any CPU; 'flip' takes the "
+             "path opposite to the one 'auto' takes here (make test reruns the precision "
+             "tests that way). Sets SKTRANSFER_NATIVE_BF16, which child processes and "
+             "xdist workers inherit.")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _share_the_cpus()
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller's environment, inherited, decided it
     from sktransfer import _runtime
 
     choice = config.getoption("--native-bf16")
-    if hasattr(config, "workerinput"):
-        return  # an xdist worker: the controller's environment, inherited, decided it
     if choice == "flip":  # the opposite of what "auto" does here (override included)
         choice = "no" if _runtime.cpu_has_native_bf16() else "yes"
     if choice != "detect":
