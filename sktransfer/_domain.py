@@ -1,6 +1,7 @@
 """Training pieces of domain adaptation: gradient reversal, the domain head (DANN), the
-CORAL loss, the adaptation-weight schedule, source/target balanced batches, and the
-skorch net that adds the domain loss to the classification loss.
+CORAL loss, minimum class confusion (MCC), the adaptation-weight schedule, source/target
+balanced batches, and the skorch net that adds the adaptation loss to the classification
+loss.
 
 Rows of the training data whose encoded label is negative are unlabelled target images;
 the others are labelled source images. Target rows never reach the classification loss.
@@ -18,10 +19,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Sampler
 
+from ._domain_options import (  # noqa: F401  (re-exported)
+    ADAPTATION_METHODS,
+    ADAPTATION_SCHEDULES,
+    FEATURE_METHODS,
+)
 from ._training import AmpNet, ImageDataset, TransferNet
-
-ADAPTATION_METHODS = ("dann", "coral")
-ADAPTATION_SCHEDULES = ("ganin", "constant")
 
 
 # --------------------------------------------------------------------------- pieces
@@ -65,6 +68,30 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (diff * diff).sum() / (4.0 * d * d)
 
 
+def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
+    """Minimum class confusion (Jin et al. 2020) of a batch of target logits.
+
+    The class-confusion matrix ``C = P^T W P`` of the temperature-scaled probabilities
+    ``P``, each row weighted by ``1 + exp(-entropy)`` (confident rows count more, weights
+    summing to the batch size), its rows normalised to sum to 1; the loss is the mass
+    off the diagonal over the number of classes: 0 when no two classes are ever predicted
+    together for the same image, towards ``(C - 1) / C`` when the predictions are uniform.
+    Unlike entropy minimisation it does not reward putting every image in one class:
+    the rows of the unused classes then hold nothing but their confusion with the used
+    one, and the loss is near its maximum too.
+    """
+    n, n_classes = logits.shape
+    if n < 2:
+        return logits.sum() * 0.0
+    p = torch.softmax(logits.float() / temperature, dim=1)
+    entropy = -(p * torch.log(p + 1e-7)).sum(dim=1)
+    w = 1.0 + torch.exp(-entropy)
+    w = n * w / w.sum()
+    confusion = (p * w[:, None]).T @ p
+    confusion = confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return (confusion.sum() - torch.trace(confusion)) / n_classes
+
+
 class DANNAdapter(nn.Module):
     """DANN's domain head on the pooled features, behind a gradient reversal.
 
@@ -82,22 +109,76 @@ class DANNAdapter(nn.Module):
             nn.Linear(hidden, 1),
         )
 
-    def forward(self, features: torch.Tensor, is_target: torch.Tensor,
+    stats = ("domain_loss", "domain_acc")
+
+    def forward(self, logits: torch.Tensor, features: torch.Tensor, is_target: torch.Tensor,
                 weight: float) -> tuple[torch.Tensor, dict]:
-        logits = self.classifier(reverse_gradient(features, weight)).squeeze(1)
-        loss = F.binary_cross_entropy_with_logits(logits, is_target)
-        accuracy = ((logits > 0).float() == is_target).float().mean()
+        domain = self.classifier(reverse_gradient(features, weight)).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(domain, is_target)
+        accuracy = ((domain > 0).float() == is_target).float().mean()
         return loss, {"domain_loss": loss.item(), "domain_acc": accuracy.item()}
 
 
 class CoralAdapter(nn.Module):
     """Deep CORAL on the pooled features: ``weight * coral_loss(source, target)``."""
 
-    def forward(self, features: torch.Tensor, is_target: torch.Tensor,
+    stats = ("domain_loss",)
+
+    def forward(self, logits: torch.Tensor, features: torch.Tensor, is_target: torch.Tensor,
                 weight: float) -> tuple[torch.Tensor, dict]:
         target = is_target > 0.5
-        loss = coral_loss(features[~target], features[target])
+        loss = coral_loss(features[~target].float(), features[target].float())
         return weight * loss, {"domain_loss": loss.item()}
+
+
+class MCCAdapter(nn.Module):
+    """Minimum class confusion on the target rows' logits: ``weight * mcc_loss``.
+
+    It trains the head as well as the body, so it adapts even with a frozen body.
+    """
+
+    stats = ("confusion_loss",)
+
+    def __init__(self, temperature: float = 2.5):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, logits: torch.Tensor, features: torch.Tensor, is_target: torch.Tensor,
+                weight: float) -> tuple[torch.Tensor, dict]:
+        loss = mcc_loss(logits[is_target > 0.5], self.temperature)
+        return weight * loss, {"confusion_loss": loss.item()}
+
+
+class SumAdapter(nn.Module):
+    """Several adapters' losses summed (``method="dann+mcc"``)."""
+
+    def __init__(self, *adapters: nn.Module):
+        super().__init__()
+        self.parts = nn.ModuleList(adapters)
+        self.stats = tuple(name for part in adapters for name in part.stats)
+
+    def forward(self, logits: torch.Tensor, features: torch.Tensor, is_target: torch.Tensor,
+                weight: float) -> tuple[torch.Tensor, dict]:
+        total, stats = 0.0, {}
+        for part in self.parts:
+            loss, part_stats = part(logits, features, is_target, weight)
+            total = total + loss
+            stats.update(part_stats)
+        return total, stats
+
+
+def make_adapter(method: str, num_features: int, hidden: int,
+                 temperature: float = 2.5) -> nn.Module:
+    """The adapter of ``method`` (one of :data:`ADAPTATION_METHODS`)."""
+    parts = []
+    for name in method.split("+"):
+        if name == "dann":
+            parts.append(DANNAdapter(num_features, hidden))
+        elif name == "coral":
+            parts.append(CoralAdapter())
+        else:
+            parts.append(MCCAdapter(temperature))
+    return parts[0] if len(parts) == 1 else SumAdapter(*parts)
 
 
 class DomainTransferNet(TransferNet):
@@ -195,7 +276,7 @@ class DomainNet(AmpNet):
         if not bool(labelled.all()):
             is_target = (~labelled).float()
             domain_loss, domain_stats = self.module_.adapter(
-                features, is_target, self.adaptation_weight_)
+                logits, features, is_target, self.adaptation_weight_)
             loss = loss + domain_loss
             stats.update(domain_stats)
         if training and len(self.history) and self.history[-1]["batches"]:
