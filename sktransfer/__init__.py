@@ -29,6 +29,7 @@ _EXPORTS = {
     "mean_iou_score": "_iou",
     "mean_iou_scorer": "_iou",
     "prediction_entropy_scorer": "_unlabelled",
+    "information_maximization_scorer": "_unlabelled",
 }
 __all__ = [
     "Backbone",
@@ -44,6 +45,7 @@ __all__ = [
     "export_model",
     "fit_cost",
     "import_model",
+    "information_maximization_scorer",
     "load_backbone",
     "mean_iou_score",
     "mean_iou_scorer",
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     from ._lr_finder import LRFindResult
     from ._regressor import FineTuneRegressor
     from ._segmenter import FineTuneSegmenter
-    from ._unlabelled import prediction_entropy_scorer
+    from ._unlabelled import information_maximization_scorer, prediction_entropy_scorer
     from .backbones import Backbone, load_backbone
     from .errors import ImageInputError, WeightsUnavailableError
     from .exchange import export_model, import_model
