@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import EXIT_OK, CliError, _device_params, backbone_params, report_fit
+from .cli import (
+    EXIT_OK,
+    CliError,
+    _device_params,
+    backbone_params,
+    finetune_training,
+    report_fit,
+)
 
 
 def build_segmenter(args, unfreeze):
@@ -17,9 +24,9 @@ def build_segmenter(args, unfreeze):
     from ._segmenter import FineTuneSegmenter
 
     lr = args.lr if args.lr == "auto" else float(args.lr)
+    training = {**finetune_training(args), "unfreeze": unfreeze}
     return FineTuneSegmenter(
-        **backbone_params(args), **_device_params(args), unfreeze=unfreeze,
-        max_epochs=args.epochs, lr=lr, freeze_epochs=min(args.freeze_epochs, args.epochs - 1),
+        **backbone_params(args), **_device_params(args), **training, lr=lr,
         augment=args.augment, random_state=args.seed, verbose=not args.quiet,
         checkpoint=args.checkpoint, ignore_index=args.ignore_index)
 
@@ -58,7 +65,7 @@ def cmd_fit_segmentation(args, save) -> int:
                   f"fit {seconds:.3g} s (per cross-validation fit)")
         chosen = f"finetune (unfreeze={estimator.unfreeze})"
     else:
-        unfreeze = 0 if args.strategy == "frozen" else args.unfreeze
+        unfreeze = 0 if args.strategy == "frozen" else finetune_training(args)["unfreeze"]
         estimator = build_segmenter(args, unfreeze)
         chosen = "frozen backbone, FCN head" if unfreeze == 0 else \
             f"finetune (unfreeze={unfreeze})"

@@ -132,6 +132,16 @@ class BaseFineTuner(ImageEstimator):
         """The items the net trains or predicts on (segmentation: images with masks)."""
         return ImageDataset(source, prep, targets, indices, augment, weights, views)
 
+    def _after_training(self, net: AmpNet, plain_train: ImageDataset, validate: bool) -> None:
+        """Once the kept epoch's weights are restored: BatchNorm statistics that match
+        them (``batchnorm="recalibrate"`` without validation, which did it per epoch)."""
+        if self.batchnorm == "recalibrate" and not validate:
+            recalibrate(net, plain_train)
+
+    def _after_fit(self, source, targets: np.ndarray, weights: np.ndarray | None) -> None:
+        """Once fitted (not after a Ctrl-C): further fitted attributes from the training
+        data (domain adaptation's check against source-only training)."""
+
     def _training_callbacks(self, train_ds: ImageDataset) -> list:
         """Extra ``(name, callback)`` pairs for this fit (before the training state's)."""
         return []
@@ -241,8 +251,7 @@ class BaseFineTuner(ImageEstimator):
             # Ctrl-C before the first epoch ended: nothing worth keeping, a previous fit
             # (if any) stays as it was.
             raise KeyboardInterrupt
-        if self.batchnorm == "recalibrate" and not validate:
-            recalibrate(net, plain_train)  # the kept epoch's statistics, for its weights
+        self._after_training(net, plain_train, validate)
         net.release()
         self._set_fitted(net, info, backbone, len(net.history), state.best_epoch_,
                          interrupted, lr, finder, meter.stop())
@@ -250,6 +259,7 @@ class BaseFineTuner(ImageEstimator):
         if interrupted:
             # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
             raise KeyboardInterrupt
+        self._after_fit(source, targets, weights)
         return self
 
     def _seed(self) -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._domain_options import ADAPTATION_METHODS, DEFAULT_METHOD
+
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
 EPILOG = ("exit codes: 0 success, 2 bad usage or input (folder, image, option), "
           "3 unreadable model file, 130 interrupted (Ctrl-C), 1 unexpected error")
@@ -164,13 +166,29 @@ def build_estimator(args, strategy: str):
         from ._adaptation import DomainAdaptationClassifier
 
         cls = DomainAdaptationClassifier
-        common.update(method=args.adapt, adaptation_weight=args.adaptation_weight)
+        # what the user did not set is the estimator's default, chosen for adaptation
+        given = {"method": args.adapt, "adaptation_weight": args.adaptation_weight,
+                 "unfreeze": args.unfreeze, "max_epochs": args.epochs,
+                 "freeze_epochs": args.freeze_epochs}
+        training = {k: v for k, v in given.items() if v is not None}
+        epochs = training.get("max_epochs", cls().max_epochs)
+        if "freeze_epochs" in training:
+            training["freeze_epochs"] = min(training["freeze_epochs"], epochs - 1)
+    else:
+        training = finetune_training(args)
     return cls(
-        **common, unfreeze=args.unfreeze, max_epochs=args.epochs, lr=lr,
-        freeze_epochs=min(args.freeze_epochs, args.epochs - 1), augment=args.augment,
-        random_state=args.seed, verbose=not args.quiet and strategy in ("finetune", "adapt"),
+        **common, **training, lr=lr, augment=args.augment, random_state=args.seed,
+        verbose=not args.quiet and strategy in ("finetune", "adapt"),
         checkpoint=args.checkpoint,
     )
+
+
+def finetune_training(args) -> dict:
+    """Depth and epochs of a fine-tuning command: the options, else the CLI's defaults."""
+    epochs = 10 if args.epochs is None else args.epochs
+    freeze = 2 if args.freeze_epochs is None else args.freeze_epochs
+    return {"unfreeze": 1 if args.unfreeze is None else args.unfreeze,
+            "max_epochs": epochs, "freeze_epochs": min(freeze, epochs - 1)}
 
 
 def _training_data(args):
@@ -210,7 +228,8 @@ def _training_data(args):
     if args.unlabelled:
         target, skipped = list_images([args.unlabelled])
         _warn_skipped(skipped)
-        about += f"; {len(target)} unlabelled images (domain adaptation: {args.adapt})"
+        about += (f"; {len(target)} unlabelled images (domain adaptation: "
+                  f"{args.adapt or DEFAULT_METHOD})")
         paths += [str(p) for p in target]
         y = np.concatenate([y.astype(object), np.full(len(target), None, dtype=object)])
         # source and target rows split together; scores count the labelled rows
@@ -314,8 +333,15 @@ def cmd_fit(args) -> int:
     seconds = time.perf_counter() - start
     save(estimator)
     if args.unlabelled:
-        chosen, metric = f"domain adaptation ({args.adapt})", "accuracy (labelled images)"
+        chosen, metric = (f"domain adaptation ({estimator.method})",
+                          "accuracy (labelled images)")
     report_fit(estimator, chosen, seconds, cv_score, cv_folds, metric, args.out)
+    check = getattr(estimator, "adaptation_check_", None)
+    if check is not None:
+        verdict = "LOOKS HARMFUL" if check.looks_harmful else "no sign of harm"
+        print(f"adaptation check ({check.signal} on the unlabelled images): adapted "
+              f"{check.adapted:.3f}, source-only {check.source_only:.3f}: {verdict}; "
+              f"the two agree on {check.agreement:.0%} of them")
     return EXIT_OK
 
 
@@ -481,11 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv", type=int, default=None,
                    help="cross-validation folds for the report (default: 3 for auto, else "
                         "none)")
-    p.add_argument("--unfreeze", default=1, type=lambda v: v if v == "all" else int(v),
-                   help="layer groups to fine-tune, or 'all' (default: 1)")
-    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
-    p.add_argument("--freeze-epochs", type=int, default=2,
-                   help="head-only epochs before unfreezing (default: 2)")
+    p.add_argument("--unfreeze", default=None, type=lambda v: v if v == "all" else int(v),
+                   help="layer groups to fine-tune, or 'all' (default: 1; with "
+                        "--unlabelled: DomainAdaptationClassifier's, all)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="fine-tuning epochs (default: 10; with --unlabelled: 15)")
+    p.add_argument("--freeze-epochs", type=int, default=None,
+                   help="head-only epochs before unfreezing (default: 2; with "
+                        "--unlabelled: 0)")
     p.add_argument("--lr", default="1e-3", type=lambda v: v if v == "auto" else float(v),
                    help="head learning rate, or 'auto' for the LR finder's suggestion "
                         "(default: 1e-3)")
@@ -494,10 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="domain adaptation: unlabelled images of the kind the model will "
                         "predict (searched recursively); fine-tunes a "
                         "DomainAdaptationClassifier on FOLDER's labelled images and these")
-    p.add_argument("--adapt", choices=["dann", "coral"], default="dann",
-                   help="with --unlabelled: the domain loss (default: dann)")
-    p.add_argument("--adaptation-weight", type=float, default=1.0,
-                   help="with --unlabelled: the domain loss's final weight (default: 1.0)")
+    p.add_argument("--adapt", choices=list(ADAPTATION_METHODS), default=None,
+                   help="with --unlabelled: the adaptation loss (default: "
+                        f"DomainAdaptationClassifier's, {DEFAULT_METHOD})")
+    p.add_argument("--adaptation-weight", type=float, default=None,
+                   help="with --unlabelled: the adaptation loss's final weight (default: "
+                        "DomainAdaptationClassifier's, 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="fine-tuning: save a checkpoint in DIR after every epoch; after an "

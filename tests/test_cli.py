@@ -79,13 +79,19 @@ def test_fit_then_predict_writes_csv(folder, tmp_path, capsys, strategy):
         assert all(row["label"] in row["path"] for row in rows)
 
 
-def test_fit_with_unlabelled_images_adapts_then_predicts(folder, tmp_path, capsys):
+def _unlabelled_folder(tmp_path):
+    """Six unlabelled images, for --unlabelled."""
     target = tmp_path / "phone"
     target.mkdir()
     rng = np.random.default_rng(1)
     for i in range(6):
         Image.fromarray(rng.integers(40, 200, size=(20, 20, 3), dtype=np.uint8)).save(
             target / f"t{i}.png")
+    return target
+
+
+def test_fit_with_unlabelled_images_adapts_then_predicts(folder, tmp_path, capsys):
+    target = _unlabelled_folder(tmp_path)
     model = tmp_path / "adapted.joblib"
     assert run("fit", folder, "-o", model, "--unlabelled", target, "--adapt", "coral",
                "--epochs", "2", "--freeze-epochs", "0", "--cv", "2", *TINY) == 0
@@ -104,6 +110,27 @@ def test_fit_with_unlabelled_images_adapts_then_predicts(folder, tmp_path, capsy
     assert run("fit", folder, "-o", model, "--unlabelled", target, "--strategy", "auto",
                *TINY) == 2
     assert "--strategy auto does not apply" in capsys.readouterr().err
+
+
+def test_fit_with_unlabelled_images_uses_the_adapters_defaults(folder, tmp_path, capsys):
+    """Options not given are DomainAdaptationClassifier's (chosen for adaptation), not
+    the fine-tuning command's (--unfreeze 1, --freeze-epochs 2), and the guard reports."""
+    import joblib
+
+    target = _unlabelled_folder(tmp_path)
+    model = tmp_path / "adapted.joblib"
+    assert run("fit", folder, "-o", model, "--unlabelled", target, "--epochs", "2",
+               *TINY) == 0
+    out = capsys.readouterr().out
+    fitted = joblib.load(model)
+    defaults = fitted.__class__()
+    assert (fitted.unfreeze, fitted.freeze_epochs, fitted.method, fitted.adabn) == (
+        defaults.unfreeze, defaults.freeze_epochs, defaults.method, True)
+    assert fitted.max_epochs == 2
+    assert f"(domain adaptation: {defaults.method})" in out
+    check = fitted.adaptation_check_
+    assert (f"adaptation check (im on the unlabelled images): adapted {check.adapted:.3f}, "
+            f"source-only {check.source_only:.3f}") in out
 
 
 @pytest.mark.precision  # the cost line names the dtype "auto" chose
