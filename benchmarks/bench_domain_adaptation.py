@@ -101,7 +101,10 @@ def run_sktransfer(config, args, seed, task):
     else:
         method = "coral" if config == "coral" else "dann"
         weight = 0.1 if config == "dann-w0.1" else 1.0
+        # the losses alone, as skada's DANN trains: no AdaBN, no guard's twin (the
+        # defaults' study is bench_adaptation_study.py)
         est = DomainAdaptationClassifier(lite0(), method=method, adaptation_weight=weight,
+                                         adabn=False, guard=False,
                                          **kw).fit(Xs, ys, X_target=Xt)
     fit_s = time.perf_counter() - start
     history = est.net_.history
