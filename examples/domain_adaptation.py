@@ -3,7 +3,7 @@
 Source: scikit-learn's handwritten digits, grey on black, labelled. Target: digits
 blended into colour photo crops (MNIST-M's recipe), unlabelled during fit; their labels
 only score the result. Compares fine-tuning on the source alone with the adapter's
-defaults (minimum class confusion + source-matched AdaBN) and with DANN (same backbone,
+defaults (Deep CORAL + source-matched AdaBN) and with DANN (same backbone,
 same budget), prints the guard's check, and plots DANN's domain accuracy per epoch.
 
 Run: python examples/domain_adaptation.py [--quick] [--out FOLDER]

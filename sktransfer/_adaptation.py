@@ -23,6 +23,7 @@ from ._domain import (
     AdaptationSchedule,
     DomainNet,
     DomainTransferNet,
+    adapter_stats,
     domain_positions,
     make_adapter,
 )
@@ -175,7 +176,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
     adaptation_weight : float, default=1.0
         The adaptation loss's weight at the end of its ramp: DANN's gradient reversal
         coefficient (lambda), CORAL's and MCC's loss weight. 0 trains on the source
-        alone (with the target images in the BatchNorm statistics and AdaBN).
+        alone (the target images still pass through the network, and AdaBN uses them).
     adaptation_schedule : {"ganin", "constant"}, default="ganin"
         Ramp the weight up along Ganin's schedule, or hold it from the first step.
     gamma : float, default=10.0
@@ -323,6 +324,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         return super().fit(X, y, sample_weight)
 
     def _prepare(self, X: object, y: object, sample_weight: object):
+        self._check_adaptation()
         if isinstance(X, _DomainInput):
             X, y, sample_weight = self._resolve(X, y, sample_weight)
         source, targets, info, weights = super()._prepare(X, y, sample_weight)
@@ -332,6 +334,23 @@ class DomainAdaptationClassifier(FineTuneClassifier):
                 "X_target was given, so there is nothing to adapt to: this fit is plain "
                 "fine-tuning, as FineTuneClassifier's", UserWarning, stacklevel=4)
         return source, targets, info, weights
+
+    def _check_adaptation(self) -> None:
+        """Refuse a setting where nothing can adapt (checked by ``fit`` and ``lr_find``,
+        not on import: a model fitted so before this check existed still loads)."""
+        parts = self.method.split("+")
+        idle = [m for m in parts if m in FEATURE_METHODS]
+        if self.unfreeze == 0 and idle and self.adaptation_weight > 0:
+            reason = (f"unfreeze=0 freezes every layer of the body, so {idle[0]!r}, which "
+                      "acts on the body's features, has nothing to move")
+            if len(idle) == len(parts):
+                raise ValueError(
+                    f"{reason}: this fit would be source-only fine-tuning of the head. "
+                    "Use unfreeze >= 1 (the default, 'all', adapts every layer), or "
+                    "method='mcc', which adapts the head too, or FineTuneClassifier for "
+                    "source-only training")
+            warnings.warn(f"{reason}; only {'+'.join(m for m in parts if m not in idle)!r} "
+                          "adapts (the head)", UserWarning, stacklevel=5)
 
     @staticmethod
     def _resolve(inputs: _DomainInput, y: object, sample_weight: object):
@@ -417,7 +436,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
     def _training_callbacks(self, train_ds) -> list:
         if not len(domain_positions(train_ds)[1]):
             return []
-        names = ["source_loss", *make_adapter(self.method, 1, 1).stats]
+        names = ["source_loss", *adapter_stats(self.method)]
         return [("adaptation", AdaptationSchedule(float(self.adaptation_weight),
                                                   self.adaptation_schedule,
                                                   float(self.gamma)))] + [
@@ -434,20 +453,31 @@ class DomainAdaptationClassifier(FineTuneClassifier):
                                          plain_train.targets,
                                          [plain_train.indices[i] for i in positions])
 
-                match_statistics(net, rows(source), rows(target))
+                try:
+                    match_statistics(net, rows(source), rows(target))
+                except Exception as exc:  # the trained model is kept
+                    warnings.warn(
+                        f"{type(self).__name__}: AdaBN failed ({type(exc).__name__}: "
+                        f"{exc}); the model keeps the BatchNorm statistics it trained "
+                        "with, as with adabn=False", UserWarning, stacklevel=5)
 
-    def _after_fit(self, source, targets: np.ndarray, weights: np.ndarray | None) -> None:
-        """``guard``: fine-tune a source-only twin and compare the two on the unlabelled
-        rows with the guard's signal (``adaptation_check_``); warn when adaptation looks
-        harmful."""
-        self.adaptation_check_ = None
+    def _set_fitted(self, *args, **kwargs) -> None:
+        super()._set_fitted(*args, **kwargs)
+        self.adaptation_check_ = None  # until the guard runs (not after a Ctrl-C)
+
+    def _after_fit(self, source, targets: np.ndarray, weights: np.ndarray | None,
+                   seed: int) -> None:
+        """``guard``: fine-tune a source-only twin (same settings, same seed) and compare
+        the two on the unlabelled rows with the guard's signal (``adaptation_check_``);
+        warn when adaptation looks harmful. Needs 2 unlabelled rows at least."""
         unlabelled = np.flatnonzero(targets < 0)
-        if not self.guard or not len(unlabelled):
+        if not self.guard or len(unlabelled) < 2:
             return
         labelled = np.flatnonzero(targets >= 0)
         shared = FineTuneClassifier().get_params(deep=False)
         params = {k: v for k, v in self.get_params(deep=False).items() if k in shared}
-        params.update(checkpoint=None, callbacks=None, verbose=False, class_weight=None)
+        params.update(checkpoint=None, callbacks=None, verbose=False, class_weight=None,
+                      random_state=seed)
         twin = FineTuneClassifier(**params)
         twin.fit(source.subset(labelled.tolist()), targets[labelled],
                  None if weights is None else weights[labelled])
@@ -468,22 +498,6 @@ class DomainAdaptationClassifier(FineTuneClassifier):
                 f"network fine-tuned on the source alone (the guard's margin is "
                 f"{GUARD_MARGIN}). Try a lower adaptation_weight, another method, or "
                 "FineTuneClassifier; see adaptation_check_", UserWarning, stacklevel=4)
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        parts = self.method.split("+")
-        idle = [m for m in parts if m in FEATURE_METHODS]
-        if self.unfreeze == 0 and idle and self.adaptation_weight > 0:
-            reason = (f"unfreeze=0 freezes every layer of the body, so {idle[0]!r}, which "
-                      "acts on the body's features, has nothing to move")
-            if len(idle) == len(parts):
-                raise ValueError(
-                    f"{reason}: this fit would be source-only fine-tuning of the head. "
-                    "Use unfreeze >= 1 (the default, 'all', adapts every layer), or "
-                    "method='mcc', which adapts the head too, or FineTuneClassifier for "
-                    "source-only training")
-            warnings.warn(f"{reason}; only {'+'.join(m for m in parts if m not in idle)!r} "
-                          "adapts (the head)", UserWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ score
     def score(self, X: object, y: object, sample_weight: object = None) -> float:

@@ -19,7 +19,8 @@ from . import _runtime
 from ._training import BN_TYPES
 
 #: Images per batch of :func:`match_statistics`' target pass: the larger, the closer to
-#: exact (see there); 256 at 224 px is about 0.4 GB of activations for EfficientNet-B0.
+#: exact (see there). A pass without gradients keeps about two layers' activations: at
+#: 224 px for EfficientNet-B0's first layers, about 0.8 GB in float32 (half in bf16).
 MATCH_BATCH = 256
 
 
@@ -92,10 +93,15 @@ class BatchNormRecalibration(Callback):
 
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-channel sum and sum of squares of a BatchNorm input (channels on dim 1), in
-    float64, and the count of values per channel."""
-    x = x.detach().double().transpose(0, 1).flatten(1)
-    return x.sum(dim=1), (x * x).sum(dim=1), x.shape[1]
+    """Per-channel sum and sum of squares of a BatchNorm input (channels on dim 1), and
+    the count of values per channel. Reduced in float32 where the input lives (no copy
+    in float64: MPS has no float64, and a 256-image batch's early layers are large),
+    returned in float64 on the CPU, where they accumulate."""
+    x = x.detach().float()
+    dims = [d for d in range(x.ndim) if d != 1]
+    total = x.sum(dim=dims)
+    squares = (x * x).sum(dim=dims)
+    return total.double().cpu(), squares.double().cpu(), x.numel() // x.shape[1]
 
 
 class _Moments:
@@ -127,13 +133,15 @@ def _matched(layer: nn.Module, source: tuple, target: tuple,
     to what it made of source inputs (moments ``source``) under its ``original``
     statistics: the same per-channel mean and spread after normalisation."""
     (mu_s, var_s), (mu_t, var_t), (m, v) = source, target, original
-    m, v = m.double(), v.double()
+    m, v = m.detach().double().cpu(), v.detach().double().cpu()
     sd_s, sd_t = var_s.sqrt(), var_t.sqrt()
     live = sd_s > 1e-5  # a channel constant on the source keeps its statistics
     scale = torch.where(live, sd_t / sd_s.clamp_min(1e-5), torch.ones_like(sd_s))
     new_m = torch.where(live, mu_t - scale * (mu_s - m), m)
     new_v = ((v + layer.eps) * scale * scale - layer.eps).clamp_min(0.0)
-    return new_m.to(layer.running_mean.dtype), new_v.to(layer.running_var.dtype)
+    mean, var = layer.running_mean, layer.running_var
+    return (new_m.to(device=mean.device, dtype=mean.dtype),
+            new_v.to(device=var.device, dtype=var.dtype))
 
 
 def match_statistics(net, source_dataset, target_dataset,
@@ -179,20 +187,22 @@ def match_statistics(net, source_dataset, target_dataset,
     if not layers:
         return 0
     original = [(m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    position = {id(m): k for k, m in enumerate(layers)}
     source = {id(m): _Moments() for m in layers}
     target = {id(m): _Moments() for m in layers}
 
-    # (a FLOP count runs a copy of the network on the meta device: hooks and all)
+    # A FLOP count runs a copy of the network (on the meta device, or a CPU copy): its
+    # layers carry these hooks too, and are ignored.
     def record(layer, args):
-        if not args[0].is_meta:
+        if id(layer) in source and not args[0].is_meta:
             source[id(layer)].add(args[0])
 
     def adapt(layer, args):
-        if args[0].is_meta:
+        if id(layer) not in target or args[0].is_meta or not source[id(layer)].count:
             return
         batch = target[id(layer)].add(args[0])
-        k = layers.index(layer)
-        mean, var = _matched(layer, source[id(layer)].mean_var(), batch, original[k])
+        mean, var = _matched(layer, source[id(layer)].mean_var(), batch,
+                             original[position[id(layer)]])
         layer.running_mean.copy_(mean)
         layer.running_var.copy_(var)
 
@@ -207,6 +217,8 @@ def match_statistics(net, source_dataset, target_dataset,
                 for h in handles:
                     h.remove()
         for k, m in enumerate(layers):
+            if not source[id(m)].count or not target[id(m)].count:
+                continue  # a layer the forward pass never reached keeps its statistics
             mean, var = _matched(m, source[id(m)].mean_var(), target[id(m)].mean_var(),
                                  original[k])
             m.running_mean.copy_(mean)

@@ -167,6 +167,9 @@ class SumAdapter(nn.Module):
         return total, stats
 
 
+_ADAPTERS = {"dann": DANNAdapter, "coral": CoralAdapter, "mcc": MCCAdapter}
+
+
 def make_adapter(method: str, num_features: int, hidden: int,
                  temperature: float = 2.5) -> nn.Module:
     """The adapter of ``method`` (one of :data:`ADAPTATION_METHODS`)."""
@@ -179,6 +182,12 @@ def make_adapter(method: str, num_features: int, hidden: int,
         else:
             parts.append(MCCAdapter(temperature))
     return parts[0] if len(parts) == 1 else SumAdapter(*parts)
+
+
+def adapter_stats(method: str) -> tuple[str, ...]:
+    """The history columns ``method``'s adapter records (without building it: building
+    DANN's head would draw from the seeded generator)."""
+    return tuple(name for part in method.split("+") for name in _ADAPTERS[part].stats)
 
 
 class DomainTransferNet(TransferNet):
@@ -244,9 +253,10 @@ class DomainNet(AmpNet):
 
     Training batches are balanced (:class:`BalancedBatches`) when the data hold target
     items; the loss is the classification loss of the labelled rows plus the
-    ``module_.adapter``'s domain loss at the current ``adaptation_weight_`` (set per
-    batch by :class:`AdaptationSchedule`). Per batch it records ``source_loss``,
-    ``domain_loss`` and, for DANN, ``domain_acc`` in the history.
+    ``module_.adapter``'s adaptation loss at the current ``adaptation_weight_`` (set per
+    batch by :class:`AdaptationSchedule`). Per batch it records ``source_loss`` and the
+    adapter's figures in the history: ``domain_loss`` (DANN, CORAL), ``domain_acc``
+    (DANN), ``confusion_loss`` (MCC).
     """
 
     def __init__(self, *args, **kwargs):

@@ -138,9 +138,11 @@ class BaseFineTuner(ImageEstimator):
         if self.batchnorm == "recalibrate" and not validate:
             recalibrate(net, plain_train)
 
-    def _after_fit(self, source, targets: np.ndarray, weights: np.ndarray | None) -> None:
+    def _after_fit(self, source, targets: np.ndarray, weights: np.ndarray | None,
+                   seed: int) -> None:
         """Once fitted (not after a Ctrl-C): further fitted attributes from the training
-        data (domain adaptation's check against source-only training)."""
+        data and the fit's ``seed`` (domain adaptation's check against source-only
+        training)."""
 
     def _training_callbacks(self, train_ds: ImageDataset) -> list:
         """Extra ``(name, callback)`` pairs for this fit (before the training state's)."""
@@ -259,7 +261,7 @@ class BaseFineTuner(ImageEstimator):
         if interrupted:
             # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
             raise KeyboardInterrupt
-        self._after_fit(source, targets, weights)
+        self._after_fit(source, targets, weights, seed)
         return self
 
     def _seed(self) -> int:

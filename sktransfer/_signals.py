@@ -14,11 +14,11 @@ import numpy as np
 _EPS = 1e-12
 
 
-def _proba(proba: object) -> np.ndarray:
+def _proba(proba: object, min_rows: int = 1) -> np.ndarray:
     p = np.asarray(proba, dtype=np.float64)
-    if p.ndim != 2 or len(p) < 2:
-        raise ValueError(f"need predicted probabilities of shape (n_samples >= 2, "
-                         f"n_classes), got shape {p.shape}")
+    if p.ndim != 2 or len(p) < min_rows:
+        raise ValueError(f"need predicted probabilities of shape (n_samples >= "
+                         f"{min_rows}, n_classes), got shape {p.shape}")
     return p
 
 
@@ -53,9 +53,9 @@ def soft_neighborhood_density(proba: object, temperature: float = 0.05) -> float
     score is its mean entropy. Dense, well-clustered predictions spread each image's
     neighbourhood over many neighbours (high entropy); predictions that scatter between
     classes, or a few isolated points, score low. Entropy grows with the number of
-    images, so compare scores on the same images only.
+    images, so compare scores on the same images only. Needs 2 images at least.
     """
-    p = _proba(proba)
+    p = _proba(proba, min_rows=2)
     f = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), _EPS)
     total = 0.0
     for start in range(0, len(f), 1024):  # rows in chunks: memory O(1024 * n)

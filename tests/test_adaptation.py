@@ -292,6 +292,16 @@ def test_adabn_in_fit_is_source_matched_adabn_on_the_fit_target_rows():
                            atol=1e-3)
 
 
+def test_matching_leaves_a_layer_the_forward_pass_never_reaches_alone():
+    clf = _clf().fit(X_SRC, Y_SRC)
+    clf.net_.module_.spare = torch.nn.BatchNorm2d(3)  # registered, never called
+    clf.net_.module_.spare.running_mean.fill_(0.5)
+    source = clf._dataset(as_image_source(X_SRC), clf.preprocessing_)
+    target = clf._dataset(as_image_source(_brightness(X_TGT, 0.4)), clf.preprocessing_)
+    assert match_statistics(clf.net_, source, target) == 3
+    assert torch.equal(clf.net_.module_.spare.running_mean, torch.full((3,), 0.5))
+
+
 def test_matching_restores_the_statistics_when_interrupted():
     clf = _clf().fit(X_SRC, Y_SRC)
     net = clf.net_
@@ -330,6 +340,48 @@ def test_the_guard_compares_with_the_same_network_trained_on_the_source_alone():
     unguarded = _clf().fit(X_ALL, Y_ALL)
     assert clf.fit_cost_.n_images == unguarded.fit_cost_.n_images + twin.fit_cost_.n_images
     assert unguarded.adaptation_check_ is None
+
+
+def test_the_guard_needs_two_unlabelled_rows_and_a_refit_forgets_the_old_check():
+    clf = _clf(guard=True, max_epochs=1).fit(X_ALL, Y_ALL)
+    assert clf.adaptation_check_ is not None
+    clf.fit(X_SRC, Y_SRC, X_target=X_TGT[:1])  # one row: no comparison worth making
+    assert clf.adaptation_check_ is None
+
+
+def test_an_adaptation_that_fails_after_training_keeps_the_trained_model(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("sktransfer._adaptation.match_statistics", broken)
+    with pytest.warns(UserWarning, match="AdaBN failed .*out of memory.* keeps"):
+        clf = _clf(adabn=True).fit(X_ALL, Y_ALL)
+    plain = _clf(adabn=False).fit(X_ALL, Y_ALL)
+    np.testing.assert_array_equal(clf.predict_proba(X_TGT), plain.predict_proba(X_TGT))
+
+
+def test_a_model_saved_with_the_old_defaults_still_imports(tmp_path):
+    """unfreeze=0 with DANN was the old default; it is refused at fit, not at import."""
+    clf = _clf(unfreeze=1).fit(X_ALL, Y_ALL)
+    export_model(clf, tmp_path / "m.safetensors")
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "m.safetensors", "pt") as f:
+        config = json.loads(f.metadata()["sktransfer"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config["params"]["unfreeze"] = 0
+    from safetensors.torch import save_file
+
+    save_file(tensors, tmp_path / "old.safetensors",
+              metadata={"sktransfer": json.dumps(config)})
+    loaded = import_model(tmp_path / "old.safetensors", model=tiny_cnn())
+    assert loaded.unfreeze == 0
+    np.testing.assert_allclose(loaded.predict_proba(X_TGT), clf.predict_proba(X_TGT),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="nothing to move"):
+        loaded.fit(X_ALL, Y_ALL)
 
 
 @pytest.mark.parametrize("margin, warns", [(-np.inf, True), (np.inf, False)])
