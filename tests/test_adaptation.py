@@ -233,6 +233,15 @@ def test_the_defaults_train_every_layer():
 
 
 # --------------------------------------------------------------------------- AdaBN
+def _fine_tuned(**kw):
+    """A FineTuneClassifier on the source rows (AdaBN applies to any fine-tuner)."""
+    from sktransfer import FineTuneClassifier
+
+    params = dict(image_size=16, resize_size=16, max_epochs=2, unfreeze=1, batch_size=4,
+                  freeze_epochs=0, random_state=0, **kw)
+    return FineTuneClassifier(tiny_cnn(), **params).fit(X_SRC, Y_SRC)
+
+
 def _brightness(X, factor):
     return np.clip(X.astype(np.float32) * factor, 0, 255).astype(np.uint8)
 
@@ -251,7 +260,7 @@ def _bn_outputs(clf, X):
 
 
 def test_source_matched_adabn_normalises_the_target_as_the_source_was():
-    clf = _clf(precision="float32").fit(X_SRC, Y_SRC)
+    clf = _fine_tuned(precision="float32")
     dark = _brightness(X_TGT, 0.4)
     matched = with_target_statistics(clf, dark, X_SRC)
     before = _bn_outputs(clf, X_SRC)
@@ -264,11 +273,11 @@ def test_source_matched_adabn_normalises_the_target_as_the_source_was():
     same = with_target_statistics(clf, X_SRC, X_SRC)
     np.testing.assert_allclose(same.predict_proba(X_SRC), clf.predict_proba(X_SRC),
                                atol=1e-5)
-    assert _same_weights(_weights(clf), _weights(_clf(precision="float32").fit(X_SRC, Y_SRC)))
+    assert _same_weights(_weights(clf), _weights(_fine_tuned(precision="float32")))
 
 
 def test_plain_adabn_standardises_the_target_in_every_layer():
-    clf = _clf(precision="float32").fit(X_SRC, Y_SRC)
+    clf = _fine_tuned(precision="float32")
     dark = _brightness(X_TGT, 0.4)
     adapted = with_target_statistics(clf, dark)
     first = all_batchnorms(adapted.net_.module_)[0]
@@ -293,7 +302,7 @@ def test_adabn_in_fit_is_source_matched_adabn_on_the_fit_target_rows():
 
 
 def test_matching_leaves_a_layer_the_forward_pass_never_reaches_alone():
-    clf = _clf().fit(X_SRC, Y_SRC)
+    clf = _fine_tuned()
     clf.net_.module_.spare = torch.nn.BatchNorm2d(3)  # registered, never called
     clf.net_.module_.spare.running_mean.fill_(0.5)
     source = clf._dataset(as_image_source(X_SRC), clf.preprocessing_)
@@ -303,7 +312,7 @@ def test_matching_leaves_a_layer_the_forward_pass_never_reaches_alone():
 
 
 def test_matching_restores_the_statistics_when_interrupted():
-    clf = _clf().fit(X_SRC, Y_SRC)
+    clf = _fine_tuned()
     net = clf.net_
     before = [m.running_mean.clone() for m in all_batchnorms(net.module_)]
     source = clf._dataset(as_image_source(X_SRC), clf.preprocessing_)
