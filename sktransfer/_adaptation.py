@@ -1,5 +1,6 @@
-"""DomainAdaptationClassifier: fine-tune on labelled source images while aligning them
-with unlabelled target images (DANN or Deep CORAL)."""
+"""DomainAdaptationClassifier: fine-tune on labelled source images while adapting to
+unlabelled target images (Deep CORAL, MCC or DANN, then source-matched AdaBN), with a
+guard that compares the result with source-only training."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
 
     **The guard.** No target label means no target score, so an adaptation that hurts
     would go unnoticed. With ``guard=True`` (the default) ``fit`` also fine-tunes the
-    same network on the source alone (the fit costs about 1.5 times as much) and
+    same network on the source alone (the fit costs about 1.6 times as much) and
     compares the two on the unlabelled rows with the information-maximisation signal
     (confident and diverse predictions; see :func:`sktransfer.information_maximization_scorer`):
     ``adaptation_check_`` records both values, and ``fit`` warns when the adapted model
