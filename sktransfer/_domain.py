@@ -155,7 +155,6 @@ class SumAdapter(nn.Module):
     def __init__(self, *adapters: nn.Module):
         super().__init__()
         self.parts = nn.ModuleList(adapters)
-        self.stats = tuple(name for part in adapters for name in part.stats)
 
     def forward(self, logits: torch.Tensor, features: torch.Tensor, is_target: torch.Tensor,
                 weight: float) -> tuple[torch.Tensor, dict]:
@@ -173,14 +172,8 @@ _ADAPTERS = {"dann": DANNAdapter, "coral": CoralAdapter, "mcc": MCCAdapter}
 def make_adapter(method: str, num_features: int, hidden: int,
                  temperature: float = 2.5) -> nn.Module:
     """The adapter of ``method`` (one of :data:`ADAPTATION_METHODS`)."""
-    parts = []
-    for name in method.split("+"):
-        if name == "dann":
-            parts.append(DANNAdapter(num_features, hidden))
-        elif name == "coral":
-            parts.append(CoralAdapter())
-        else:
-            parts.append(MCCAdapter(temperature))
+    arguments = {"dann": (num_features, hidden), "coral": (), "mcc": (temperature,)}
+    parts = [_ADAPTERS[name](*arguments[name]) for name in method.split("+")]
     return parts[0] if len(parts) == 1 else SumAdapter(*parts)
 
 

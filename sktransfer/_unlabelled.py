@@ -7,6 +7,7 @@ import numbers
 
 import numpy as np
 
+from ._signals import information_maximization, negative_entropy
 from .images import as_image_source
 
 
@@ -64,9 +65,7 @@ def prediction_entropy_scorer(estimator, X: object, y: object = None) -> float:
     score : float
         ``-mean(H(p))`` in nats, between ``-log(n_classes)`` and 0.
     """
-    proba = _unlabelled_proba("prediction_entropy_scorer", estimator, X, y)
-    entropy = -(proba * np.log(np.clip(proba, 1e-12, None))).sum(axis=1)
-    return -float(entropy.mean())
+    return negative_entropy(_unlabelled_proba("prediction_entropy_scorer", estimator, X, y))
 
 
 def information_maximization_scorer(estimator, X: object, y: object = None) -> float:
@@ -91,8 +90,6 @@ def information_maximization_scorer(estimator, X: object, y: object = None) -> f
     score : float
         In nats, between 0 and ``log(n_classes)``.
     """
-    from ._signals import information_maximization
-
     return information_maximization(
         _unlabelled_proba("information_maximization_scorer", estimator, X, y))
 

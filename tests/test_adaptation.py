@@ -227,9 +227,12 @@ def test_mcc_adapts_the_head_when_the_body_is_frozen():
 
 
 def test_the_defaults_train_every_layer():
+    from sktransfer._domain_options import DEFAULT_METHOD
+
     defaults = DomainAdaptationClassifier().get_params()
     assert defaults["unfreeze"] == "all" and defaults["freeze_epochs"] == 0
     assert defaults["adabn"] and defaults["guard"]
+    assert defaults["method"] == DEFAULT_METHOD  # what the CLI's help names
 
 
 # --------------------------------------------------------------------------- AdaBN
