@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from . import _dask
+from . import _dask_worker
 
 
 class EstimatorPlugin(WorkerPlugin):
     """Hands the pickled estimator ``payload`` to each worker process (unpickled lazily,
-    on the first partition, by :func:`sktransfer._dask.run_partition`)."""
+    on the first partition, by :func:`sktransfer._dask_worker.run_partition`)."""
 
     idempotent = True  # registering the same estimator again sends nothing
 
@@ -24,7 +24,7 @@ class EstimatorPlugin(WorkerPlugin):
         self.payload = payload
 
     def setup(self, worker: object) -> None:
-        _dask.PAYLOADS[self.token] = self.payload
+        _dask_worker.PAYLOADS[self.token] = self.payload
 
     def teardown(self, worker: object) -> None:
-        _dask.forget(self.token)
+        _dask_worker.forget(self.token)

@@ -16,7 +16,8 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from ._dask import is_dask_collection, lazy_call, output_meta
+from ._dask import is_dask_collection, lazy_call
+from ._dask_worker import output_meta
 
 
 def _has(method: str):
