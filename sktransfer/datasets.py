@@ -296,3 +296,7 @@ def _shift(image: np.ndarray, family: str, severity: int,
     else:  # illumination
         x = x ** (1.4, 1.8, 2.2, 2.6, 3.0)[s] * np.array([1.0, 0.85, 0.65], dtype=np.float32)
     return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+__all__ = ["SHIFT_FAMILIES", "load_digits_shift", "load_photo_collage", "load_photo_shift",
+           "load_region_patches"]

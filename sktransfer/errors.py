@@ -11,3 +11,6 @@ class WeightsUnavailableError(OSError):
 
 class FolderError(ValueError):
     """A folder does not have the expected layout; the message names it."""
+
+
+__all__ = ["FolderError", "ImageInputError", "WeightsUnavailableError"]

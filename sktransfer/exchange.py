@@ -215,3 +215,6 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
         if "state_dict" not in str(exc):
             raise
         raise ValueError(f"{path}: the weights do not fit the architecture: {exc}") from None
+
+
+__all__ = ["export_model", "import_model", "read_config"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import FolderError
 
+#: The file extensions (lower case) that :func:`list_images` takes as images.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
@@ -221,3 +222,7 @@ def load_mask_folder(
     pairs = sorted(found["image"].items(), key=lambda item: item[1])
     unused = sorted(p for stem, p in found["mask"].items() if stem not in found["image"])
     return [p for _, p in pairs], [found["mask"][stem] for stem, _ in pairs], unused
+
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image_folder", "load_mask_folder",
+           "load_targets_table"]

@@ -643,3 +643,6 @@ def iter_batches(
             if nxt is not None:
                 submit(nxt)
             yield start, batch
+
+
+__all__ = ["Preprocessing", "as_image_source"]

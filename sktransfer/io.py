@@ -68,3 +68,6 @@ def atomic_dump(obj: object, path: str | os.PathLike, dump: Callable | None = No
 
         dump = joblib.dump
     return atomic_write(path, lambda tmp: dump(obj, tmp))
+
+
+__all__ = ["atomic_dump"]

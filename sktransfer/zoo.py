@@ -10,6 +10,7 @@ from torch import nn
 
 #: Normalisation EfficientNet-Lite was trained with (inputs scaled to [-1, 1]).
 LITE_MEAN = (0.5, 0.5, 0.5)
+#: Its standard deviations, with :data:`LITE_MEAN`.
 LITE_STD = (0.5, 0.5, 0.5)
 
 
@@ -57,3 +58,6 @@ def efficientnet_lite0_untrained() -> nn.Module:
         raise ImportError("efficientnet_lite0_untrained() needs: pip install "
                           "efficientnet-lite-pytorch") from exc
     return EfficientNet.from_name("efficientnet-lite0")
+
+
+__all__ = ["LITE_MEAN", "LITE_STD", "efficientnet_lite0", "efficientnet_lite0_untrained"]
