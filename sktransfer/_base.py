@@ -32,6 +32,7 @@ class ImageEstimator(BaseEstimator):
     """
 
     _parameter_constraints: dict = {**BACKBONE}
+    _segmentation_models = False  # whether ``model`` may name a segmentation model
 
     def __setstate__(self, state: dict) -> None:
         """Unpickle; a parameter added since the model was saved takes its default (a
@@ -40,6 +41,13 @@ class ImageEstimator(BaseEstimator):
             type(self).__init__).parameters.items() if p.default is not inspect.Parameter.empty}
         super().__setstate__({**{k: v for k, v in defaults.items() if k not in state},
                               **state})
+
+    def _store_params(self, params: dict) -> None:
+        """Store the ``__init__`` arguments as they are (scikit-learn's rule: no checks);
+        ``__init__`` calls ``self._store_params(locals())``."""
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
 
     def _check_params(self) -> None:
         """What the declared constraints cannot say; subclasses extend it."""
@@ -53,7 +61,8 @@ class ImageEstimator(BaseEstimator):
 
     def _backbone_from(self, model: object, weights: object, **options: object) -> Backbone:
         """Build a backbone from a spec (:func:`~sktransfer.backbones.load_backbone`)."""
-        return load_backbone(model, weights, **options)
+        return load_backbone(model, weights, segmentation=self._segmentation_models,
+                             **options)
 
     def __sktransfer_architecture__(self, prep, groups: list) -> Backbone:
         """The backbone of an exported estimator, without its weights (restore loads them).

@@ -21,7 +21,8 @@ from ._dask import is_dask_collection
 from ._meta import architecture_key, meta_copy
 from ._seeding import seeded
 from ._validation import CACHE, POSITIVE, fit_context
-from .backbones import DEFAULT_MODEL, pool_features
+from .backbones import DEFAULT_MODEL
+from .backbones._heads import pool_features
 from .images import ImageSource, Preprocessing, as_image_source, iter_batches
 
 # the tapped layers' output sizes, once per process for each architecture, layers and size
@@ -155,21 +156,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
     ):
-        self.model = model
-        self.weights = weights
-        self.layer = layer
-        self.batch_size = batch_size
-        self.device = device
-        self.precision = precision
-        self.image_size = image_size
-        self.resize_size = resize_size
-        self.mean = mean
-        self.std = std
-        self.n_jobs = n_jobs
-        self.compile = compile
-        self.cache = cache
-        self.random_state = random_state
-        self.verbose = verbose
+        self._store_params(locals())
 
     # ------------------------------------------------------------------ sklearn API
     _parameter_constraints: dict = {

@@ -20,7 +20,8 @@ from torch import nn
 from ._dask import is_dask_collection
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
-from ._training import WeightedLoss, sigmoid_views, softmax_views
+from ._losses import WeightedLoss
+from ._training import sigmoid_views, softmax_views
 from ._validation import Numbers, StrOptions
 from .backbones import DEFAULT_MODEL
 

@@ -27,6 +27,7 @@ from ._base import ImageEstimator
 from ._batchnorm import BatchNormRecalibration, recalibrate
 from ._cost import ComputeCost, CostMeter
 from ._dask import is_dask_collection
+from ._losses import WeightedLoss
 from ._lr_finder import LRFindResult, range_test
 from ._plan import GroupPlan, trained_after_warmup, training_plan
 from ._resume import TrainingState, fit_fingerprint, read_checkpoint
@@ -38,7 +39,6 @@ from ._training import (
     GroupUnfreezer,
     ImageDataset,
     TransferNet,
-    WeightedLoss,
     default_augmentation,
     tta_views,
 )
@@ -50,6 +50,7 @@ from ._validation import (
     Numbers,
     StrOptions,
     check_param,
+    check_params,
     fit_context,
     options,
 )
@@ -94,12 +95,6 @@ class BaseFineTuner(ImageEstimator):
     # Parameters that do not change what fit learns (left out of checkpoint fingerprints).
     _VOLATILE = {"max_epochs", "patience", "verbose", "callbacks", "num_workers", "device",
                  "checkpoint", "tta"}
-
-    def _store_params(self, params: dict) -> None:
-        """Store the ``__init__`` arguments as they are (scikit-learn's rule: no checks)."""
-        for name, value in params.items():
-            if name not in ("self", "__class__"):
-                setattr(self, name, value)
 
     # ------------------------------------------------------------------ subclass hooks
     def _encode_targets(self, y: object, n_samples: int) -> tuple[np.ndarray, dict]:
@@ -181,13 +176,8 @@ class BaseFineTuner(ImageEstimator):
         """Images, encoded targets, target info and example weights (all checked)."""
         source = as_image_source(X)
         targets, info = self._encode_targets(y, len(source))
-        weights = _check_sample_weight(sample_weight, len(source))
-        implied = self._example_weights(targets, info)
-        if implied is not None:
-            weights = implied if weights is None else weights * implied
-        if weights is not None and not weights.sum() > 0:
-            raise ValueError("the sample weights (times class weights) sum to 0: no image "
-                             "would count in the loss")
+        weights = example_weights(sample_weight, len(source),
+                                  self._example_weights(targets, info))
         return source, targets, info, weights
 
     def _fit(self, X: object, y: object, sample_weight: object,
@@ -315,7 +305,7 @@ class BaseFineTuner(ImageEstimator):
             lowest smoothed loss; fastai's "valley" suggestion is reported beside it) and a
             ``plot()`` method.
         """
-        self._validate_params()
+        check_params(self)
         self._check_params()
         if not 0 < start_lr < end_lr:
             raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr!r}, {end_lr!r}")
@@ -541,6 +531,19 @@ class BaseFineTuner(ImageEstimator):
 
     def _phase1(self) -> int:
         return 0 if self.unfreeze == 0 else self.freeze_epochs
+
+
+def example_weights(sample_weight: object, n_samples: int,
+                    implied: np.ndarray | None = None) -> np.ndarray | None:
+    """The weight of each example in the loss: ``sample_weight`` (checked) times the
+    weights the targets imply (``implied``: class weights), None where all are 1."""
+    weights = _check_sample_weight(sample_weight, n_samples)
+    if implied is not None:
+        weights = implied if weights is None else weights * implied
+    if weights is not None and not weights.sum() > 0:
+        factors = "sample weights" + (" (times class weights)" if implied is not None else "")
+        raise ValueError(f"the {factors} sum to 0: no image would count in the loss")
+    return weights
 
 
 def _check_sample_weight(sample_weight: object, n_samples: int) -> np.ndarray | None:

@@ -12,7 +12,8 @@ from torch import nn
 from ._dask import is_dask_collection
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
-from ._training import WeightedLoss, mean_views
+from ._losses import WeightedLoss
+from ._training import mean_views
 from ._validation import options
 from .backbones import DEFAULT_MODEL
 

@@ -21,14 +21,15 @@ from ._fcn import (
     TorchvisionDecoder,
     choose_taps,
 )
-from ._finetune_base import BaseFineTuner, _check_sample_weight
+from ._finetune_base import BaseFineTuner, example_weights
 from ._finetune_docs import fill_docstring
 from ._iou import mean_iou_score
+from ._losses import PixelLoss
 from ._masks import MaskSource, as_mask_source, scan_masks
+from ._moved import moved
 from ._segmentation_data import SegmentationDataset, default_joint_augmentation
-from ._tv_segmentation import is_segmentation_model, load_segmentation_model
 from ._validation import Count, StrOptions, check_param
-from .backbones import DEFAULT_MODEL, Backbone, load_backbone
+from .backbones import DEFAULT_MODEL, Backbone
 from .images import Preprocessing, as_image_source
 
 _AUGMENT = """augment : bool or callable, default=False
@@ -63,29 +64,6 @@ _WEIGHTS = """weights : str, path or None, default="DEFAULT"
 def softmax_pixels(out: torch.Tensor) -> torch.Tensor:
     """Per-pixel class probabilities of ``(N, C, H, W)`` scores."""
     return torch.softmax(out.float(), dim=1)
-
-
-class PixelLoss(nn.Module):
-    """Per-pixel cross-entropy; ``ignore_index`` pixels count nowhere.
-
-    With image weights ``w``, the loss is ``sum_i w_i sum_p l_ip / sum_i w_i n_i`` over
-    the ``n_i`` annotated pixels of each image ``i``: the mean over annotated pixels when
-    every weight is 1.
-    """
-
-    def __init__(self, ignore_index: int = 255):
-        super().__init__()
-        self.ignore_index = ignore_index
-
-    def forward(self, y_pred: torch.Tensor, target: dict) -> torch.Tensor:
-        y = target["y"]
-        losses = F.cross_entropy(y_pred.float(), y, ignore_index=self.ignore_index,
-                                 reduction="none")
-        weight = target["w"].to(losses.dtype).view(-1, 1, 1) * (y != self.ignore_index)
-        total = weight.sum()
-        if total <= 0:  # nothing annotated in this batch: no signal, zero gradient
-            return (losses * weight).sum()
-        return (losses * weight).sum() / total
 
 
 @fill_docstring(parameters={"model": _MODEL, "weights": _WEIGHTS, "augment": _AUGMENT,
@@ -190,6 +168,7 @@ class FineTuneSegmenter(BaseFineTuner):
     ):
         self._store_params(locals())
 
+    _segmentation_models = True
     _parameter_constraints: dict = {
         **BaseFineTuner._parameter_constraints,
         "tta": ["boolean"],
@@ -289,15 +268,8 @@ class FineTuneSegmenter(BaseFineTuner):
         n_classes = scan_masks(masks, source, n_classes=self.n_classes,
                                ignore_index=self.ignore_index)
         info = {"n_classes_": n_classes, "classes_": np.arange(n_classes)}
-        weights = _check_sample_weight(sample_weight, len(source))
-        if weights is not None and not weights.sum() > 0:
-            raise ValueError("the sample weights sum to 0: no image would count in the loss")
+        weights = example_weights(sample_weight, len(source))
         return source, masks, info, weights
-
-    def _backbone_from(self, model: object, weights: object, **options: object) -> Backbone:
-        if is_segmentation_model(model):
-            return load_segmentation_model(model, weights, **options)
-        return load_backbone(model, weights, **options)
 
     def _module(self, backbone: Backbone, info: dict, device: torch.device) -> SegmentationNet:
         n_classes = info["n_classes_"]
@@ -360,3 +332,7 @@ def _refuse_dask(X: object) -> None:
             "FineTuneSegmenter does not take Dask collections (each mask has its image's "
             "own size, which a Dask array cannot hold); pass the images in memory or as "
             "paths, e.g. one call per partition with dask.delayed")
+
+
+# classes that models pickled by earlier versions name at their former path here
+__getattr__ = moved(__name__)

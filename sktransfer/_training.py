@@ -10,11 +10,11 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
 from . import _runtime
+from ._moved import moved
 from ._plan import GroupPlan, optimizer_groups
 from ._resume import EarlyStop
 from .images import ImageSource, Preprocessing, image_tensor
@@ -157,48 +157,6 @@ class ImageDataset(Dataset):
         target = torch.as_tensor(target, dtype=torch.long if target.dtype.kind in "iu"
                                  else torch.float32)
         return img, {"y": target, "w": torch.tensor(weight, dtype=torch.float32)}
-
-
-class WeightedLoss(nn.Module):
-    """Per-example loss averaged with example weights: ``sum(w * loss) / sum(w)``.
-
-    The weighted mean equals the plain mean over a data set in which every example is
-    repeated in proportion to its weight (sample weights times class weights).
-
-    Parameters
-    ----------
-    kind : {"cross_entropy", "bce", "mse", "huber"}
-        Cross-entropy over classes, binary cross-entropy per label (multi-label,
-        averaged over labels), squared error or Huber loss (averaged over outputs).
-    label_smoothing : float, default=0.0
-        Label smoothing of the cross-entropy.
-    """
-
-    def __init__(self, kind: str = "cross_entropy", label_smoothing: float = 0.0):
-        super().__init__()
-        self.kind = kind
-        self.label_smoothing = label_smoothing
-
-    def per_example(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        y_pred = y_pred.float()
-        if self.kind == "cross_entropy":
-            return F.cross_entropy(y_pred, y, reduction="none",
-                                   label_smoothing=self.label_smoothing)
-        if self.kind == "bce":
-            return F.binary_cross_entropy_with_logits(y_pred, y, reduction="none").mean(1)
-        if self.kind == "mse":
-            return F.mse_loss(y_pred, y, reduction="none").mean(1)
-        if self.kind == "huber":
-            return F.huber_loss(y_pred, y, reduction="none").mean(1)
-        raise ValueError(f"unknown loss {self.kind!r}")
-
-    def forward(self, y_pred: torch.Tensor, target: dict) -> torch.Tensor:
-        losses = self.per_example(y_pred, target["y"])
-        w = target["w"].to(losses.dtype)
-        total = w.sum()
-        if total <= 0:  # a batch of zero-weight examples teaches nothing
-            return (losses * w).sum()
-        return (losses * w).sum() / total
 
 
 # Output transforms of the nets (skorch's predict_nonlinearity), averaging test-time views.
@@ -381,3 +339,7 @@ class AmpNet(NeuralNet):
         if isinstance(out, tuple):  # several outputs (domain adaptation's training pass)
             return tuple(o.float() for o in out)
         return out.float()
+
+
+# classes that models pickled by earlier versions name at their former path here
+__getattr__ = moved(__name__)

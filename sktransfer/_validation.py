@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import (
 from torch import nn
 
 __all__ = ["BACKBONE", "CACHE", "NON_NEGATIVE", "PATH", "POSITIVE", "Count", "Interval",
-           "Numbers", "StrOptions", "check_param", "fit_context", "options"]
+           "Numbers", "StrOptions", "check_param", "check_params", "fit_context", "options"]
 
 
 class Numbers(Interval):
@@ -48,6 +48,12 @@ def check_param(estimator, name: str) -> None:
     validate_parameter_constraints(
         {name: estimator._parameter_constraints[name]}, {name: getattr(estimator, name)},
         caller_name=type(estimator).__name__)
+
+
+def check_params(estimator) -> None:
+    """Check every declared parameter outside ``fit`` (a method such as ``lr_find`` that
+    trains without going through ``fit``)."""
+    estimator._validate_params()
 
 
 def fit_context(method):

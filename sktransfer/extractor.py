@@ -5,4 +5,7 @@ An alias kept so that models pickled by sktransfer 0.1, which name this module, 
 
 from ._moved import moved
 
-__getattr__ = moved(__name__, "sktransfer._extractor", {"PretrainedFeatureExtractor"})
+__getattr__ = moved(__name__)
+
+
+__all__ = []

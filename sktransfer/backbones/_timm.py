@@ -18,16 +18,19 @@ from pathlib import Path
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from .errors import WeightsUnavailableError
+from ..errors import WeightsUnavailableError
+from ._backbone import Built
+from ._weights import file_id, load_state_dict_file
 
 PREFIXES = ("timm:", "hf-hub:")
+SEGMENTATION = False
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
                   "nearest": InterpolationMode.NEAREST}
 
 
-def is_timm_spec(model: object) -> bool:
-    """Whether ``model`` names a timm model."""
-    return isinstance(model, str) and model.startswith(PREFIXES)
+def accepts(spec: object) -> bool:
+    """Whether ``spec`` names a timm model."""
+    return isinstance(spec, str) and spec.startswith(PREFIXES)
 
 
 def _timm():
@@ -55,19 +58,19 @@ def _check_name(timm, name: str) -> None:
         raise ValueError(f"Unknown timm model {name!r}.{hint} See timm.list_models().")
 
 
-def create(spec: str, weights: object, image_size: int | None = None,
-           ) -> tuple[nn.Module, dict, str | None, list[tuple[str, list[str]]]]:
+def build(spec: str, weights: object, *, image_size: int | None = None,
+          progress: bool = False, share_weights: bool = False) -> Built:
     """Build a timm network without its classifier.
 
     Models with a fixed input size (ViTs) are built for ``image_size`` when it is given
-    (timm resamples pretrained position embeddings to it).
+    (timm resamples pretrained position embeddings to it). ``progress`` and
+    ``share_weights`` are not used (timm shows its own progress; nothing is memoised).
 
     Returns
     -------
-    net, preprocessing, weights_id, groups
-        The network (returning pooled pre-logits features), its preprocessing as keyword
-        arguments of :class:`~sktransfer.images.Preprocessing`, what identifies its weights,
-        and its layer groups (stem first).
+    Built
+        The network (returning pooled pre-logits features), its preprocessing, what
+        identifies its weights, and its layer groups from timm's ``group_matcher``.
     """
     timm = _timm()
     name = _timm_name(spec)
@@ -85,14 +88,13 @@ def create(spec: str, weights: object, image_size: int | None = None,
     elif isinstance(weights, (str, os.PathLike)) and Path(weights).is_file():
         net = timm.create_model(name, pretrained=False, num_classes=0, **options)
         _load_file(net, Path(weights))
-        stat = Path(weights).stat()
-        weights_id = f"file:{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        weights_id = file_id(weights)
     else:
         raise ValueError(f"weights={weights!r} for a timm model: use 'DEFAULT' (timm's "
                          "pretrained weights), None (random) or an existing local weights "
                          "file (.safetensors or .pth)")
     net.eval()
-    return net, preprocessing(timm, net), weights_id, groups(timm, net)
+    return Built(net, spec, preprocessing(timm, net), weights_id, groups(timm, net))
 
 
 HUB_HOST = ("huggingface.co", 443)
@@ -155,8 +157,6 @@ def _load_file(net: nn.Module, path: Path) -> None:
 
         state = load_file(path)
     else:
-        from .backbones import load_state_dict_file
-
         state = load_state_dict_file(path)
     classifier = net.pretrained_cfg.get("classifier") or "head"
     state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
