@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from . import _runtime
+from . import _losses, _runtime
 from ._dask import is_dask_collection
 from ._fcn import (
     SKIP_SCALES,
@@ -24,7 +24,6 @@ from ._fcn import (
 from ._finetune_base import BaseFineTuner, example_weights
 from ._finetune_docs import fill_docstring
 from ._iou import mean_iou_score
-from ._losses import PixelLoss
 from ._masks import MaskSource, as_mask_source, scan_masks
 from ._moved import moved
 from ._segmentation_data import SegmentationDataset, default_joint_augmentation
@@ -299,8 +298,8 @@ class FineTuneSegmenter(BaseFineTuner):
     def _n_outputs(self, info: dict) -> int:
         return info["n_classes_"]
 
-    def _loss(self, info: dict) -> PixelLoss:
-        return PixelLoss(self.ignore_index)
+    def _loss(self, info: dict) -> _losses.PixelLoss:
+        return _losses.PixelLoss(self.ignore_index)
 
     def _output(self, info: dict):
         return softmax_pixels
