@@ -1,11 +1,13 @@
-"""Shared fixtures: tiny models, tiny images, offline weights."""
+"""Shared fixtures: tiny models, tiny images, offline weights; and the pytest hooks.
+
+Plain helpers (networks, toy data, fresh-process and offline helpers) are in
+``_helpers.py``: tests import them from there, not from here.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+
+from ._helpers import cache_weights, tiny_cnn
 
 # codecarbon's hardware detection costs about 2 s in every process that measures energy
 # (the CLI and docs tests start many); tests/test_cost.py turns it back on where it is tested.
@@ -68,16 +72,6 @@ def pytest_report_header(config: pytest.Config) -> str:
     return (f"sktransfer: precision='auto' on this CPU computes in {answer} (CPU "
             f"{'has' if _runtime.cpu_detects_native_bf16() else 'lacks'} native bf16"
             f"{f'; {_runtime.NATIVE_BF16_ENV}={forced}' if forced else ''})")
-
-
-def tiny_cnn(n_classes: int = 10, seed: int = 0) -> nn.Sequential:
-    """A small CNN with BatchNorm, a pooled body and a Linear head."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, n_classes),
-    )
 
 
 @pytest.fixture
@@ -149,83 +143,9 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def cache_weights(enum, seed: int = 123) -> Path:
-    """Write seeded random weights where torchvision's weights API finds ``enum``'s file.
-
-    Tests then exercise the real loading path (weights API + torch hub cache) offline.
-    """
-    from torchvision import models as tvm
-
-    from sktransfer.backbones import _cached_file
-
-    path = _cached_file(enum)
-    if not path.exists():
-        torch.manual_seed(seed)
-        name = type(enum).__name__.removesuffix("_Weights").lower()
-        kwargs = {}
-        if name in tvm.list_models(module=tvm.segmentation):  # the file holds it all
-            kwargs = {"weights_backbone": None, **({} if name.startswith("lraspp") else
-                                                   {"aux_loss": True})}
-        state = tvm.get_model(name, weights=None, **kwargs).state_dict()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path)
-    return path
-
-
 @pytest.fixture
 def cached_mobilenet(torch_home: Path) -> Path:
     """Seeded mobilenet_v3_small weights placed in the torch hub cache, as a download would."""
     from torchvision import models as tvm
 
     return cache_weights(tvm.MobileNet_V3_Small_Weights.DEFAULT)
-
-
-def default_sigint() -> None:
-    """``preexec_fn`` of a child that must take Ctrl-C as a terminal user's process does:
-    SIGINT back to its default before exec, so Python installs its handler (a shell
-    running the suite in the background, ``make test &``, starts it with SIGINT ignored,
-    and children inherit that)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def has_cuda() -> bool:
-    return torch.cuda.is_available()
-
-
-class SlowCountingCNN(nn.Module):
-    """tiny_cnn that sleeps ``delay`` seconds per batch and counts the images it embeds.
-
-    Importable by Dask workers (``tests.conftest``): the count is per process, so a test
-    reads each worker's with ``client.run``.
-    """
-
-    seen = 0
-
-    def __init__(self, delay: float = 0.0, seed: int = 0):
-        super().__init__()
-        self.delay = delay
-        self.net = tiny_cnn(seed=seed)
-
-    def forward(self, x):
-        if x.any():  # the all-zero probes run at fit to size the output do not count
-            _wait_at_gate(type(self).seen)
-            type(self).seen += len(x)
-            time.sleep(self.delay)
-        return self.net(x)
-
-
-def _wait_at_gate(seen: int, *, timeout: float = 120.0) -> None:
-    """Hold a process that has embedded ``$SKTRANSFER_TEST_GATE_AFTER`` images until the
-    file ``$SKTRANSFER_TEST_GATE`` exists, so a test can interrupt a job mid-way by
-    construction rather than by timing (unset: no gate)."""
-    gate, after = os.environ.get("SKTRANSFER_TEST_GATE"), os.environ.get(
-        "SKTRANSFER_TEST_GATE_AFTER")
-    if gate and after and seen >= int(after):
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-def slow_cnn() -> SlowCountingCNN:
-    """A factory for the command line: 0.3 s per batch."""
-    return SlowCountingCNN(delay=0.3)

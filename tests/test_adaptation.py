@@ -34,7 +34,7 @@ from sktransfer._domain import (
 from sktransfer._signals import SIGNALS
 from sktransfer.images import as_image_source
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 RNG = np.random.default_rng(0)
 X_SRC = RNG.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)

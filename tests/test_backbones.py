@@ -10,9 +10,10 @@ from torchvision import models as tvm
 from torchvision.transforms import InterpolationMode
 
 from sktransfer import PretrainedFeatureExtractor, WeightsUnavailableError, load_backbone
-from sktransfer.backbones import default_groups, strip_head
+from sktransfer.backbones._groups import default_groups
+from sktransfer.backbones._heads import strip_head
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 
 def _same_params(a: nn.Module, b: nn.Module) -> bool:
@@ -196,7 +197,7 @@ def test_shared_weights_are_new_modules_over_the_memos_tensors(tmp_path):
     """What a frozen extractor's fits get: no copy of the data, and nothing they do to
     their modules (mode, device or memory format, requires_grad, hooks) reaches the
     memo or another fit's network."""
-    from sktransfer.backbones import _MEMO
+    from sktransfer.backbones._memo import _MEMO
 
     torch.manual_seed(0)
     path = tmp_path / "resnet18.pth"

@@ -16,8 +16,7 @@ from sktransfer._batchnorm import recalibrate
 from sktransfer._training import ImageDataset
 from sktransfer.zoo import LITE_MEAN, LITE_STD, efficientnet_lite0
 
-from .conftest import tiny_cnn
-from .test_finetune import X_TOY, Y_TOY, toy
+from ._helpers import X_TOY, Y_TOY, tiny_cnn, toy
 
 # what these check depends on precision="auto"'s path: make test reruns them with the
 # CPU's bf16 answer flipped (pytest -m precision --native-bf16=flip)

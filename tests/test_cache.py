@@ -18,7 +18,7 @@ from torch import nn
 from sktransfer import PretrainedFeatureExtractor
 from sktransfer._cache import EmbeddingCache
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 
 class CountingCNN(nn.Module):

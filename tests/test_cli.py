@@ -16,7 +16,7 @@ from PIL import Image
 from sktransfer import _runtime
 from sktransfer.cli import main
 
-TINY = ["--model", "tests.conftest:tiny_cnn", "--image-size", "16", "-q"]
+TINY = ["--model", "tests._helpers:tiny_cnn", "--image-size", "16", "-q"]
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_fine_tuned_model_as_safetensors(folder, tmp_path, capsys):
     assert run("fit", folder, "-o", tmp_path / "m.joblib", *args) == 0
     assert run("fit", folder, "-o", tmp_path / "m.safetensors", *args) == 0
     for name in ("m.joblib", "m.safetensors"):
-        extra = ["--model", "tests.conftest:tiny_cnn"] if name.endswith("safetensors") else []
+        extra = ["--model", "tests._helpers:tiny_cnn"] if name.endswith("safetensors") else []
         assert run("predict", tmp_path / name, folder, "-o", tmp_path / f"{name}.csv",
                    *extra) == 0
     assert (tmp_path / "m.joblib.csv").read_text() == (tmp_path / "m.safetensors.csv").read_text()
@@ -264,7 +264,7 @@ def test_fit_regression_two_targets_as_safetensors(regression_folder, tmp_path, 
     assert run("fit", "--task", "regression", root, "--targets", table, "--strategy",
                "finetune", "--epochs", "2", "-o", model, *TINY) == 0
     capsys.readouterr()
-    assert run("predict", model, root, "--model", "tests.conftest:tiny_cnn") == 0
+    assert run("predict", model, root, "--model", "tests._helpers:tiny_cnn") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "path,brightness,noise" and len(out) == 13
 
@@ -312,7 +312,7 @@ def test_fit_segmentation_then_predict_writes_png_masks(mask_folders, tmp_path, 
                "--strategy", "finetune", "--epochs", "2", "--cv", "2", *TINY) == 0
     out = capsys.readouterr().out
     assert "6 images with masks" in out and "2-fold cv mean IoU" in out
-    extra = ["--model", "tests.conftest:tiny_cnn"] if suffix == ".safetensors" else []
+    extra = ["--model", "tests._helpers:tiny_cnn"] if suffix == ".safetensors" else []
     assert run("predict", model, images, "-o", tmp_path / "pred", *extra) == 0
     written = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert written == [f"c{i}.png" for i in range(6)]

@@ -2,20 +2,30 @@
 
 ``check_estimator`` skips estimators whose input is not a 2-D array, so this module
 checks the contract itself on image input, plus the sklearn checks that need no data.
+The estimators are the scikit-learn estimators in ``sktransfer.__all__``; each needs an
+entry in ``CASES``. Parameters that several estimators take have one default and one
+documentation, save for what an estimator declares otherwise.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import pickle
+import re
+import textwrap
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from sklearn.base import clone
+from numpydoc.docscrape import NumpyDocString, Parameter
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as sk_checks
 from torch import nn
 
+import sktransfer
 from sktransfer import (
     DomainAdaptationClassifier,
     FineTuneClassifier,
@@ -23,8 +33,9 @@ from sktransfer import (
     FineTuneSegmenter,
     PretrainedFeatureExtractor,
 )
+from sktransfer._finetune_base import BaseFineTuner
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 RNG = np.random.default_rng(0)
 X_IMAGES = RNG.integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)
@@ -58,19 +69,22 @@ def _segmenter():
                              random_state=0)
 
 
-# (factory of a small estimator, its output method, targets to fit)
-ESTIMATORS = {
-    "PretrainedFeatureExtractor": (_extractor, "transform", Y_LABELS),
-    "FineTuneClassifier": (_classifier, "predict_proba", Y_LABELS),
-    "FineTuneRegressor": (_regressor, "predict", Y_VALUES),
-    "DomainAdaptationClassifier": (_adapter, "predict_proba", Y_PARTLY),
-    "FineTuneSegmenter": (_segmenter, "predict_proba", Y_MASKS),
+# The public estimators, by name: every class of the public API that is a scikit-learn
+# estimator, so that a new one is checked here without being listed.
+PUBLIC_ESTIMATORS = {
+    name: obj for name in sorted(sktransfer.__all__)
+    if isinstance(obj := getattr(sktransfer, name), type) and issubclass(obj, BaseEstimator)
 }
-DEFAULTS = {"PretrainedFeatureExtractor": PretrainedFeatureExtractor,
-            "FineTuneClassifier": FineTuneClassifier,
-            "FineTuneRegressor": FineTuneRegressor,
-            "DomainAdaptationClassifier": DomainAdaptationClassifier,
-            "FineTuneSegmenter": FineTuneSegmenter}
+
+# How each public estimator is exercised: (factory of a small estimator, its output method,
+# targets to fit). test_every_public_estimator_has_a_case fails for one missing here.
+CASES = {
+    PretrainedFeatureExtractor: (_extractor, "transform", Y_LABELS),
+    FineTuneClassifier: (_classifier, "predict_proba", Y_LABELS),
+    FineTuneRegressor: (_regressor, "predict", Y_VALUES),
+    DomainAdaptationClassifier: (_adapter, "predict_proba", Y_PARTLY),
+    FineTuneSegmenter: (_segmenter, "predict_proba", Y_MASKS),
+}
 
 
 # Estimators whose outputs a Dask array cannot hold, and the reason they give.
@@ -93,9 +107,21 @@ def _equal_params(a: dict, b: dict) -> bool:
     return True
 
 
-@pytest.fixture(params=sorted(ESTIMATORS))
+def test_every_public_estimator_has_a_case():
+    """A public estimator without an entry in CASES would go unchecked: none may lack one
+    (and CASES holds nothing else)."""
+    assert PUBLIC_ESTIMATORS, "no scikit-learn estimator found in sktransfer.__all__"
+    missing = sorted(n for n, cls in PUBLIC_ESTIMATORS.items() if cls not in CASES)
+    extra = sorted(cls.__name__ for cls in CASES if cls not in PUBLIC_ESTIMATORS.values())
+    assert (missing, extra) == ([], []), f"no case for {missing}; not public: {extra}"
+
+
+@pytest.fixture(params=sorted(PUBLIC_ESTIMATORS))
 def case(request):
-    factory, method, y = ESTIMATORS[request.param]
+    cls = PUBLIC_ESTIMATORS[request.param]
+    if cls not in CASES:
+        pytest.fail(f"{request.param} has no entry in CASES")
+    factory, method, y = CASES[cls]
     return request.param, factory, method, y
 
 
@@ -181,9 +207,9 @@ def test_tags_are_honest_about_image_input(case):
     ],
     ids=lambda c: c.__name__,
 )
-@pytest.mark.parametrize("name", sorted(DEFAULTS))
+@pytest.mark.parametrize("name", sorted(PUBLIC_ESTIMATORS))
 def test_sklearn_checks_that_apply(name, check):
-    check(name, DEFAULTS[name]())
+    check(name, PUBLIC_ESTIMATORS[name]())
 
 
 def test_dask_collections_give_the_in_memory_output(case):
@@ -210,3 +236,129 @@ def test_dask_collections_give_the_in_memory_output(case):
             np.testing.assert_allclose(computed, expected, rtol=1e-5, atol=1e-6)
         else:
             np.testing.assert_array_equal(computed, expected)
+
+
+# ------------------------------------------------------------------ shared parameters
+def _init_defaults(cls: type) -> dict[str, object]:
+    """The parameters of ``cls.__init__`` with their defaults."""
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self"}
+
+
+# Parameters that two or more public estimators take.
+SHARED = sorted(name for name, count in Counter(
+    name for cls in PUBLIC_ESTIMATORS.values() for name in _init_defaults(cls)).items()
+    if count >= 2)
+
+
+def _entries(docstring: str) -> dict[str, Parameter]:
+    """The numpydoc Parameters entries of ``docstring``, by parameter name (an entry naming
+    several, ``image_size, resize_size, mean, std : optional``, under each name)."""
+    entries = NumpyDocString(docstring)["Parameters"]
+    return {name: entry._replace(desc=tuple(entry.desc))
+            for entry in entries for name in entry.name.split(", ")}
+
+
+def _class_entries(cls: type) -> dict[str, Parameter]:
+    return _entries(inspect.getdoc(cls))
+
+
+def _declared(cls: type) -> dict[str, Parameter]:
+    """The entries ``cls`` declares as its own: the ``parameters`` it gave the
+    ``@fill_docstring`` decorator that writes its docstring (as ``_adaptation``'s
+    ``_PARAMETERS``), which records them on the class. Empty for none."""
+    declared = vars(cls).get("_declared_parameter_docs", {})
+    header = "Parameters\n----------\n"
+    return {name: entry for text in declared.values()
+            for name, entry in _entries(header + textwrap.dedent("    " + text)).items()}
+
+
+_NO_DEFAULT = object()
+
+
+def _documented_default(entry: Parameter) -> object:
+    """The value of the entry's ``default=...``; _NO_DEFAULT when it states none."""
+    match = re.search(r"\bdefault=(.+)$", entry.type)
+    return _NO_DEFAULT if match is None else ast.literal_eval(match.group(1))
+
+
+def test_shared_parameters_have_the_same_default():
+    """A parameter several estimators take has one default in all of them, unless an
+    estimator declares its own entry for it to ``fill_docstring`` (as
+    DomainAdaptationClassifier's ``_PARAMETERS`` does); and every estimator's docstring
+    states the default its ``__init__`` has, the declared entries included."""
+    problems = []
+    for param in SHARED:
+        undeclared = {}
+        for name, cls in PUBLIC_ESTIMATORS.items():
+            defaults = _init_defaults(cls)
+            if param not in defaults:
+                continue
+            default = defaults[param]
+            entry = _class_entries(cls).get(param)
+            if entry is None:
+                problems.append(f"{name} does not document {param}")
+            elif (documented := _documented_default(entry)) is not _NO_DEFAULT and (
+                    repr(documented) != repr(default)):
+                problems.append(f"{name}: {param} defaults to {default!r} but its docstring "
+                                f"says {documented!r}")
+            declared = _declared(cls).get(param)
+            if declared is None:
+                undeclared[name] = default
+            elif (stated := _documented_default(declared)) is not _NO_DEFAULT and (
+                    repr(stated) != repr(default)):
+                problems.append(f"{name}: {param} defaults to {default!r} but the entry it "
+                                f"declares says {declared.type!r}")
+        if len({repr(default) for default in undeclared.values()}) > 1:
+            problems.append(f"{param} has different defaults, none declared: {undeclared}")
+    assert problems == [], "\n".join(problems)
+
+
+def _refers_to(entry: Parameter, others: dict[str, Parameter]) -> str | None:
+    """The estimator among ``others`` whose entry ``entry`` defers to ("As for
+    :class:`FineTuneClassifier`...", with the same type and default), if any."""
+    match = re.match(r"As for :class:`~?(?:sktransfer\.)?(\w+)`", " ".join(entry.desc))
+    if match and match.group(1) in others and others[match.group(1)].type == entry.type:
+        return match.group(1)
+    return None
+
+
+def test_shared_parameters_have_the_same_doc():
+    """A parameter several fine-tuning estimators take has the same numpydoc entry (type,
+    default and description) in each, except where an estimator declares its own to
+    ``fill_docstring`` (then its docstring holds exactly that entry) or its entry defers
+    to another estimator's ("As for :class:`FineTuneClassifier`", same type line).
+
+    Only the estimators built on BaseFineTuner, whose shared entries ``fill_docstring``
+    writes, are compared: PretrainedFeatureExtractor documents its parameters itself,
+    and some take other values there (``precision="float16"``, a ``torch.device``);
+    test_shared_parameters_have_the_same_default checks its defaults with the others'.
+    """
+    fine_tuners = {n: cls for n, cls in PUBLIC_ESTIMATORS.items()
+                   if issubclass(cls, BaseFineTuner)}
+    problems = []
+    for param in SHARED:
+        entries = {name: _class_entries(cls).get(param) for name, cls in fine_tuners.items()
+                   if param in _init_defaults(cls)}
+        if len(entries) < 2:
+            continue
+        undeclared = {}
+        for name, entry in entries.items():
+            declared = _declared(fine_tuners[name]).get(param)
+            if entry is None:
+                problems.append(f"{name} does not document {param}")
+            elif declared is not None:
+                if entry != declared:
+                    problems.append(f"{name}: the {param} entry is not the one it declares")
+            elif _refers_to(entry, {n: e for n, e in entries.items() if e and n != name}):
+                continue
+            else:
+                undeclared[name] = entry
+        if len(set(undeclared.values())) > 1:
+            by_entry = {}
+            for name, entry in undeclared.items():
+                by_entry.setdefault(entry, []).append(name)
+            problems.append(f"{param} is documented differently, none declared: "
+                            + "; ".join(f"{names}: {entry.type}: {' '.join(entry.desc)[:80]}"
+                                        for entry, names in by_entry.items()))
+    assert problems == [], "\n".join(problems)

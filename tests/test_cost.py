@@ -24,7 +24,7 @@ from sktransfer import (
 )
 from sktransfer._cost import count_flops
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 RNG = np.random.default_rng(0)
 X8 = RNG.integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)

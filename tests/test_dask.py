@@ -31,11 +31,12 @@ from sktransfer import (
     ImageInputError,
     PretrainedFeatureExtractor,
     _dask,
+    _dask_worker,
 )
 from sktransfer.cli import main
 from sktransfer.dask import ParallelPostFit, _environment_kept, connect
 
-from .conftest import SlowCountingCNN, default_sigint, has_cuda, tiny_cnn
+from ._helpers import SlowCountingCNN, default_sigint, has_cuda, tiny_cnn
 
 # one pytest-xdist worker runs this module: one LocalCluster, not one per worker
 pytestmark = pytest.mark.xdist_group("dask")
@@ -64,7 +65,7 @@ def _per_worker(client: Client, fn) -> dict:
 
 
 def _seen() -> int:
-    from tests.conftest import SlowCountingCNN
+    from tests._helpers import SlowCountingCNN
 
     return SlowCountingCNN.seen
 
@@ -135,27 +136,27 @@ def test_network_is_loaded_once_per_worker(client):
     token, _ = _dask.shipped(ext)
     ext.transform(da.from_array(X, chunks=2)).compute()  # 12 partitions
     ext.transform(da.from_array(X[:9], chunks=3)).compute()  # shipped again, same bytes
-    loads = _per_worker(client, lambda: _dask.LOADS.get(token, 0))
+    loads = _per_worker(client, lambda: _dask_worker.LOADS.get(token, 0))
     assert sorted(loads.values()) == [1, 1], loads
 
 
 def test_worker_calls_use_the_workers_threads_then_restore(monkeypatch):
-    monkeypatch.setattr(_dask, "_worker_threads", lambda: 3)
+    monkeypatch.setattr(_dask_worker, "_worker_threads", lambda: 3)
     before = torch.get_num_threads()
     ext = extractor(verbose=True).fit()
     seen = []
     token = "threads-test"
-    out = _dask.run_partition(token, __import__("pickle").dumps(ext), X[:4], "transform", 0)
+    out = _dask_worker.run_partition(token, __import__("pickle").dumps(ext), X[:4], "transform", 0)
     assert len(out) == 4
-    copy = _dask._MEMO[token]
+    copy = _dask_worker._MEMO[token]
     copy.backbone_.body.register_forward_pre_hook(
         lambda *_: seen.append(torch.get_num_threads()))
-    _dask.run_partition(token, None, X[:4], "transform", 1)
+    _dask_worker.run_partition(token, None, X[:4], "transform", 1)
     assert seen == [3]  # intra-op threads: the worker's
     assert torch.get_num_threads() == before  # restored after the call
     assert copy.n_jobs == 3 and copy.verbose is False  # decoding threads; quiet
     assert ext.n_jobs is None and ext.verbose is True  # the client's estimator is not
-    _dask.forget(token)
+    _dask_worker.forget(token)
 
 
 def test_finetuned_predictions_and_pipelines_are_lazy(client, paths):
@@ -262,7 +263,7 @@ def test_cli_dask_interrupted_then_resumed(client, tmp_path, capsys):
     folder = _folder(tmp_path / "images", n=24)
     out = tmp_path / "emb.parquet"
     gate = tmp_path / "gate"
-    args = ["extract", str(folder), "-o", str(out), "--model", "tests.conftest:slow_cnn",
+    args = ["extract", str(folder), "-o", str(out), "--model", "tests._helpers:slow_cnn",
             "--image-size", "16", "--batch-size", "2", "--partition-size", "3", "-q"]
     env = {**os.environ, "SKTRANSFER_TEST_GATE": str(gate), "SKTRANSFER_TEST_GATE_AFTER": "3",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -292,7 +293,7 @@ def test_cli_dask_interrupted_then_resumed(client, tmp_path, capsys):
     assert main([*args, "--dask", address]) == 0
     assert f"{written} were already written" in capsys.readouterr().out
     assert main(["extract", str(folder), "-o", str(tmp_path / "single.parquet"), "--model",
-                 "tests.conftest:slow_cnn", "--image-size", "16", "-q"]) == 0
+                 "tests._helpers:slow_cnn", "--image-size", "16", "-q"]) == 0
     single = pd.read_parquet(tmp_path / "single.parquet")
     distributed = pd.read_parquet(out)
     assert len(list(out.glob("part-*.parquet"))) == 8
@@ -309,7 +310,7 @@ def test_cli_dask_names_a_bad_image(client, tmp_path, capsys):
     folder = _folder(tmp_path / "images", n=6)
     (folder / "dark" / "zz_broken.png").write_bytes(b"\x89PNG but not really")
     assert main(["extract", str(folder), "-o", str(tmp_path / "e.parquet"), "--model",
-                 "tests.conftest:tiny_cnn", "--image-size", "16", "-q", "--partition-size",
+                 "tests._helpers:tiny_cnn", "--image-size", "16", "-q", "--partition-size",
                  "2", "--dask", client.scheduler.address]) == 2
     err = capsys.readouterr().err
     assert "partition 3 of the Dask input" in err and "zz_broken.png" in err, err
@@ -317,7 +318,7 @@ def test_cli_dask_names_a_bad_image(client, tmp_path, capsys):
 
 def test_cli_dask_option_errors(tmp_path, capsys):
     folder = _folder(tmp_path / "images", n=2)
-    tiny = ["--model", "tests.conftest:tiny_cnn", "--image-size", "16", "-q"]
+    tiny = ["--model", "tests._helpers:tiny_cnn", "--image-size", "16", "-q"]
     assert main(["extract", str(folder), "-o", str(tmp_path / "e.npy"), *tiny,
                  "--dask", "local:2"]) == 2
     assert "partitioned parquet" in capsys.readouterr().err
@@ -408,7 +409,7 @@ def test_random_features_with_an_int_seed_agree_serially_on_dask_and_in_another_
 def test_single_machine_path_never_imports_dask(tmp_path):
     code = ("import sys, numpy as np\n"
             "from sktransfer import PretrainedFeatureExtractor\n"
-            "from tests.conftest import tiny_cnn\n"
+            "from tests._helpers import tiny_cnn\n"
             "x = np.zeros((2, 16, 16, 3), np.uint8)\n"
             "PretrainedFeatureExtractor(tiny_cnn(), weights=None, image_size=16).fit()"
             ".transform(x)\n"

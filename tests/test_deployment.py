@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import joblib
 import numpy as np
 import pytest
@@ -18,44 +12,7 @@ from sklearn.pipeline import make_pipeline
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 
-from .conftest import tiny_cnn
-
-LOADER = textwrap.dedent(
-    """
-    import socket, sys
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled")
-    socket.create_connection = refuse
-    socket.socket.connect = refuse
-    socket.getaddrinfo = refuse
-    import joblib, numpy as np
-    model_path, x_path, out_path = sys.argv[1:4]
-    model = joblib.load(model_path)
-    X = np.load(x_path)
-    np.save(out_path, model.predict_proba(X) if hasattr(model, "predict_proba")
-            else model.transform(X))
-    """
-)
-
-
-def run_in_fresh_process(model_path: Path, X: np.ndarray, tmp_path: Path, env: dict) -> np.ndarray:
-    """Load ``model_path`` in a new interpreter with networking disabled; return its output."""
-    x_path, out_path = tmp_path / "X.npy", tmp_path / "out.npy"
-    np.save(x_path, X)
-    result = subprocess.run(
-        [sys.executable, "-c", LOADER, str(model_path), str(x_path), str(out_path)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return np.load(out_path)
-
-
-def offline_env(tmp_path: Path) -> dict:
-    empty_home = tmp_path / "empty_torch_home"
-    empty_home.mkdir(exist_ok=True)
-    env = dict(os.environ, TORCH_HOME=str(empty_home), CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
-    return env
+from ._helpers import offline_env, run_in_fresh_process, tiny_cnn
 
 
 def test_pipeline_joblib_round_trip_offline_carries_weights(cached_mobilenet, tmp_path):

@@ -9,7 +9,7 @@ from sklearn.model_selection import GridSearchCV
 
 from sktransfer import FineTuneClassifier
 
-from .test_deployment import offline_env, run_in_fresh_process
+from ._helpers import offline_env, run_in_fresh_process
 
 RNG = np.random.default_rng(7)
 X = RNG.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)

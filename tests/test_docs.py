@@ -18,7 +18,7 @@ from torchvision import models as tvm
 
 from sktransfer.cli import main
 
-from .conftest import cache_weights
+from ._helpers import cache_weights
 
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

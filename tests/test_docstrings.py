@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from sklearn.base import BaseEstimator
 
 import sktransfer
 
@@ -18,8 +19,9 @@ API_PAGE = Path(__file__).parents[1] / "docs" / "api.md"
 # As scikit-learn: no extended summary, See Also or Examples required on every function,
 # and named Returns entries ("embeddings : ndarray ...") are the house style.
 IGNORED = {"ES01", "SA01", "EX01", "GL08", "RT02"}
-ESTIMATORS = ["PretrainedFeatureExtractor", "FineTuneClassifier", "FineTuneRegressor",
-              "DomainAdaptationClassifier", "FineTuneSegmenter"]
+# every public estimator (scikit-learn estimator class among the public names)
+ESTIMATORS = [name for name in sktransfer.__all__ if isinstance(getattr(sktransfer, name), type)
+              and issubclass(getattr(sktransfer, name), BaseEstimator)]
 
 
 def documented() -> list[str]:

@@ -20,8 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, export_model, import_model
 from sktransfer.exchange import read_config
 
-from .conftest import tiny_cnn
-from .test_deployment import offline_env
+from ._helpers import offline_env, tiny_cnn
 
 X = np.random.default_rng(0).integers(0, 256, size=(12, 40, 36, 3), dtype=np.uint8)
 Y = np.array(["cat", "dog", "emu"] * 4)
@@ -47,7 +46,7 @@ IMPORTER = textwrap.dedent(
     sys.addaudithook(audit)
     model = None
     if len(sys.argv) > 4:
-        from tests.conftest import tiny_cnn
+        from tests._helpers import tiny_cnn
         model = tiny_cnn(seed=99)  # the architecture; its weights get replaced
     est = import_model(sys.argv[1], model=model)
     X = np.load(sys.argv[2])

@@ -16,18 +16,7 @@ from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 from sktransfer.datasets import load_region_patches
 from sktransfer.zoo import LITE_MEAN, LITE_STD, efficientnet_lite0
 
-from .conftest import tiny_cnn
-
-RNG = np.random.default_rng(0)
-X_TOY = RNG.integers(0, 256, size=(24, 16, 16, 3), dtype=np.uint8)
-Y_TOY = np.array(["cat", "dog", "emu"] * 8)
-X_TOY[Y_TOY == "cat"] //= 3  # darker: learnable
-X_TOY[Y_TOY == "emu", :, :8] = 255
-
-
-def toy(model=None, **params) -> FineTuneClassifier:
-    defaults = dict(image_size=16, resize_size=16, max_epochs=3, random_state=0, lr=1e-2)
-    return FineTuneClassifier(model if model is not None else tiny_cnn(), **{**defaults, **params})
+from ._helpers import X_TOY, Y_TOY, digits_cnn, tiny_cnn, toy
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -234,16 +223,6 @@ def test_grid_search_over_unfreeze_and_lr_decay_in_parallel():
 
 
 # ------------------------------------------------------------------ transfer is real
-def digits_cnn(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 5),
-    )
-
-
 def test_pretraining_on_a_source_task_helps_the_target_task():
     digits = load_digits()
     X = (digits.images / 16 * 255).astype(np.uint8)

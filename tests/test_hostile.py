@@ -18,7 +18,7 @@ from sktransfer import ImageInputError, PretrainedFeatureExtractor
 from sktransfer.cli import main
 from sktransfer.images import as_image_source
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 from .hostile_files import ERROR, READ, _photo, build_hostile_folder, mutants, read_in_subprocess
 
 MESSAGES = {
@@ -141,7 +141,7 @@ def test_unreadable_file_is_named():
 
 def test_cli_on_hostile_folders(hostile, tmp_path, capsys):
     root, expected = hostile
-    tiny = ["--model", "tests.conftest:tiny_cnn", "--image-size", "16", "-q"]
+    tiny = ["--model", "tests._helpers:tiny_cnn", "--image-size", "16", "-q"]
     good = tmp_path / "good"
     good.mkdir()
     for name, outcome in expected.items():

@@ -265,7 +265,7 @@ def test_one_pixel_wide_uint8_images_resize_like_floats():
 def test_flipped_array_views_are_read_like_their_copies():
     from sktransfer import PretrainedFeatureExtractor
 
-    from .conftest import tiny_cnn
+    from ._helpers import tiny_cnn
 
     X = np.random.default_rng(0).integers(0, 256, size=(3, 12, 14, 3), dtype=np.uint8)
     view = X[:, ::-1, ::-1]  # negative strides: what X[..., ::-1] slicing gives users

@@ -20,8 +20,7 @@ from skorch.callbacks import Callback
 from sktransfer import FineTuneClassifier
 from sktransfer._resume import read_checkpoint
 
-from .conftest import default_sigint
-from .test_finetune import X_TOY, Y_TOY, toy
+from ._helpers import X_TOY, Y_TOY, default_sigint, toy
 
 
 class CtrlC(Callback):

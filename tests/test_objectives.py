@@ -14,8 +14,7 @@ from torch.nn import functional as F
 from sktransfer import FineTuneClassifier
 from sktransfer._training import WeightedLoss
 
-from .conftest import tiny_cnn
-from .test_finetune import X_TOY, Y_TOY, toy
+from ._helpers import X_TOY, Y_TOY, tiny_cnn, toy
 
 # what these check depends on precision="auto"'s path: make test reruns them with the
 # CPU's bf16 answer flipped (pytest -m precision --native-bf16=flip)

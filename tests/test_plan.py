@@ -8,7 +8,7 @@ import pytest
 from sktransfer import FineTuneClassifier
 from sktransfer._plan import HEAD, OTHER, decays, trained_after_warmup
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)

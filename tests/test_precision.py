@@ -8,7 +8,7 @@ import torch
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor, _runtime
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 pytestmark = pytest.mark.precision
 

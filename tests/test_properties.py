@@ -15,7 +15,7 @@ from PIL import Image
 
 from sktransfer import FineTuneClassifier, ImageInputError, PretrainedFeatureExtractor
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

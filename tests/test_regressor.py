@@ -21,8 +21,7 @@ from sktransfer import (
     import_model,
 )
 
-from .conftest import tiny_cnn
-from .test_finetune import X_TOY, digits_cnn
+from ._helpers import X_TOY, digits_cnn, tiny_cnn
 
 PREP = dict(image_size=16, resize_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
 Y_TOY = X_TOY.mean(axis=(1, 2, 3)) / 10 + np.arange(24) % 3  # learnable: brightness

@@ -8,7 +8,7 @@ import torch
 
 from sktransfer import FineTuneClassifier, PretrainedFeatureExtractor
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 X = np.random.default_rng(0).integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
 Y = ["a", "b", "c"] * 4

@@ -9,8 +9,7 @@ from skorch.callbacks import Callback
 
 from sktransfer._schedules import LR_SPREAD, layer_factor, schedule_factor
 
-from .conftest import tiny_cnn
-from .test_finetune import X_TOY, Y_TOY, toy
+from ._helpers import X_TOY, Y_TOY, tiny_cnn, toy
 
 
 class RateSpy(Callback):

@@ -27,7 +27,7 @@ from sktransfer._segmenter import PixelLoss
 from sktransfer.datasets import load_photo_collage
 from sktransfer.images import as_image_source
 
-from .conftest import cache_weights, tiny_cnn
+from ._helpers import cache_weights, tiny_cnn
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

@@ -116,7 +116,7 @@ def test_joblib_and_safetensors_round_trips_offline_in_a_fresh_process(tmp_path,
 
     from sktransfer import export_model
 
-    from .test_deployment import offline_env, run_in_fresh_process
+    from ._helpers import offline_env, run_in_fresh_process
 
     X = RNG.integers(0, 256, size=(4, size, size, 3), dtype=np.uint8)
     y = np.array(["a", "b"] * 2)

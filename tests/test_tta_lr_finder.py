@@ -12,8 +12,7 @@ from skorch.callbacks import Callback
 from sktransfer import FineTuneClassifier, LRFindResult
 from sktransfer._lr_finder import valley
 
-from .conftest import tiny_cnn
-from .test_finetune import X_TOY, Y_TOY, toy
+from ._helpers import X_TOY, Y_TOY, tiny_cnn, toy
 
 X_WIDE = np.random.default_rng(1).integers(0, 256, size=(6, 20, 28, 3), dtype=np.uint8)
 

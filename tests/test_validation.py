@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from sktransfer import FineTuneClassifier, FineTuneRegressor, PretrainedFeatureExtractor
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 X = np.random.default_rng(0).integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)
 Y = np.array([0, 1] * 4)
