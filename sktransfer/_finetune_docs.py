@@ -168,6 +168,7 @@ def fill_docstring(cls: type | None = None, *, parameters: dict[str, str] | None
     if cls is None:
         return lambda klass: fill_docstring(klass, parameters=parameters)
     shared = _with_entries(SHARED_PARAMETERS, parameters or {})
+    cls._declared_parameter_docs = dict(parameters or {})  # its own entries (tests read them)
     cls.__doc__ = (cls.__doc__.replace("%(shared_parameters)s", shared)
                    .replace("%(shared_attributes)s", SHARED_ATTRIBUTES)
                    .replace("%(shared_notes)s", SHARED_NOTES))
