@@ -12,7 +12,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from torch.nn import functional as F
 
 from sktransfer import FineTuneClassifier
-from sktransfer._training import WeightedLoss
+from sktransfer._losses import WeightedLoss
 
 from ._helpers import X_TOY, Y_TOY, tiny_cnn, toy
 

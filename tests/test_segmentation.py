@@ -22,8 +22,8 @@ from sktransfer import (
     mean_iou_score,
     mean_iou_scorer,
 )
+from sktransfer._losses import PixelLoss
 from sktransfer._segmentation_data import SegmentationDataset, default_joint_augmentation
-from sktransfer._segmenter import PixelLoss
 from sktransfer.datasets import load_photo_collage
 from sktransfer.images import as_image_source
 
