@@ -3,17 +3,14 @@
 Public names load lazily, so ``import sktransfer`` and ``sktransfer --help`` are quick;
 PyTorch is imported on first use of an estimator.
 
-The imports under ``TYPE_CHECKING`` below are the one list of the public names: type
-checkers and IDEs read them as they are, and at run time they are parsed, not executed,
-into the table of lazily loaded names and ``__all__``. A new public name is one line there
-(and an entry on the API page, which a test checks).
+``_EXPORTS`` is the list of public names (``__all__`` is made from it); the imports under
+``TYPE_CHECKING`` repeat it for type checkers and IDEs, and a test checks that the two
+agree and that every name is on the API page.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -39,16 +36,28 @@ if TYPE_CHECKING:
     from .exchange import import_model as import_model
 
 
-def _exports() -> dict[str, str]:
-    """``{public name: module}`` from the ``TYPE_CHECKING`` imports of this file."""
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
-    block = next(node for node in tree.body if isinstance(node, ast.If)
-                 and getattr(node.test, "id", None) == "TYPE_CHECKING")
-    return {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
-            for alias in node.names}
-
-
-_EXPORTS = _exports()
+# Public name -> the module that defines it, loaded on first use. The TYPE_CHECKING block
+# above says the same for type checkers; tests/test_layout.py checks that the two agree.
+_EXPORTS = {
+    "Backbone": "backbones",
+    "ComputeCost": "_cost",
+    "DomainAdaptationClassifier": "_adaptation",
+    "FineTuneClassifier": "_finetune",
+    "FineTuneRegressor": "_regressor",
+    "FineTuneSegmenter": "_segmenter",
+    "ImageInputError": "errors",
+    "LRFindResult": "_lr_finder",
+    "PretrainedFeatureExtractor": "_extractor",
+    "WeightsUnavailableError": "errors",
+    "export_model": "exchange",
+    "fit_cost": "_cost",
+    "import_model": "exchange",
+    "information_maximization_scorer": "_unlabelled",
+    "load_backbone": "backbones",
+    "mean_iou_score": "_iou",
+    "mean_iou_scorer": "_iou",
+    "prediction_entropy_scorer": "_unlabelled",
+}
 __all__ = sorted(_EXPORTS)
 
 

@@ -24,6 +24,7 @@ LOADS: dict[str, int] = {}  # token -> times unpickled in this process (tests co
 PAYLOADS: dict[str, bytes] = {}  # token -> pickled estimator, from the worker plugin
 KEEP_SHIPPED = 4  # estimators whose plugin stays registered (older ones are removed)
 
+
 def _worker_threads() -> int | None:
     """The thread count of the Dask worker running this task, or None outside one."""
     try:

@@ -1,5 +1,5 @@
-"""Training pieces behind the fine-tuning estimators: the network, its data, its loss,
-and the skorch net and callbacks that drive them."""
+"""Training pieces behind the fine-tuning estimators: the network, its data, and the
+skorch net and callbacks that drive them (the losses are in :mod:`sktransfer._losses`)."""
 
 from __future__ import annotations
 

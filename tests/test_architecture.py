@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "sktransfer"
 PAGE = ROOT / "docs" / "architecture.md"
-REGENERATE = "run `python tools/import_graph.py` (or `make docs`) and commit what it writes"
+REGENERATE = "run `python tools/import_graph.py` (or `make architecture`) and commit what it writes"
 
 
 def _load_tool():

@@ -9,7 +9,12 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.transforms import InterpolationMode
 
-from sktransfer import PretrainedFeatureExtractor, WeightsUnavailableError, load_backbone
+from sktransfer import (
+    FineTuneClassifier,
+    PretrainedFeatureExtractor,
+    WeightsUnavailableError,
+    load_backbone,
+)
 from sktransfer.backbones._groups import default_groups
 from sktransfer.backbones._heads import strip_head
 
@@ -230,3 +235,21 @@ def test_shared_weights_are_new_modules_over_the_memos_tensors(tmp_path):
     assert again.net.conv1.weight.abs().sum() > 0
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(x), copied(x), rtol=0, atol=0)
+
+
+def test_segmentation_models_load_only_where_asked_for():
+    """A segmentation model's name is refused by classification estimators (before any
+    weights load) and loads with its decoder for load_backbone(segmentation=True)."""
+    with pytest.raises(ValueError, match=r"'fcn_resnet50' is a segmentation model.*"
+                                         r"FineTuneSegmenter.*--task segmentation"):
+        load_backbone("fcn_resnet50")  # "DEFAULT" weights: nothing was downloaded
+    with pytest.raises(ValueError, match="is a segmentation model"):
+        FineTuneClassifier("torchvision:lraspp_mobilenet_v3_large").fit(
+            np.zeros((2, 8, 8, 3), dtype=np.uint8), [0, 1])
+    seg = load_backbone("torchvision:lraspp_mobilenet_v3_large", None, image_size=32,
+                        segmentation=True)
+    assert seg.decoder is not None and seg.num_features == 0
+    maps = seg.body(torch.zeros(1, 3, 32, 32))
+    assert isinstance(maps, dict) and set(maps) == {"low", "high"}
+    plain = load_backbone("resnet18", None, segmentation=True)  # classification as usual
+    assert plain.decoder is None and plain.num_features == 512

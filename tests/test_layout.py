@@ -4,11 +4,14 @@ in its module's ``__all__`` and on the API page."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import io
 import json
 import pickle
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -52,12 +55,13 @@ def test_every_class_a_previous_pickle_names_resolves(name):
 
 @pytest.mark.parametrize("old, name, new", [(old, name, new) for old, names in MOVED.items()
                                             for name, new in names.items()])
-def test_every_moved_class_loads_from_its_former_path(old, name, new):
+def test_every_moved_name_loads_from_its_former_path(old, name, new):
     unpickler = pickle.Unpickler(io.BytesIO(b""))
     with pytest.warns(DeprecationWarning, match=f"{re.escape(old)}.{name} moved"):
-        cls = unpickler.find_class(old, name)
-    assert cls is getattr(importlib.import_module(new), name)
-    assert cls.__module__ == new
+        value = unpickler.find_class(old, name)
+    assert value is getattr(importlib.import_module(new), name)
+    if isinstance(value, type) or callable(value):
+        assert value.__module__ == new
     with pytest.raises(AttributeError, match="'Other'"):
         unpickler.find_class(old, "Other")
 
@@ -98,8 +102,20 @@ def test_every_name_on_the_api_page_is_public():
         assert name in importlib.import_module(module).__all__, target
 
 
-def test_top_level_names_are_one_list_and_load_lazily():
-    assert sktransfer.__all__ == sorted(sktransfer._EXPORTS)
+def test_the_type_checking_block_lists_exactly_the_public_names():
+    """The TYPE_CHECKING imports (for type checkers) say what _EXPORTS says (at run time)."""
+    tree = ast.parse((ROOT / "sktransfer" / "__init__.py").read_text(encoding="utf-8"))
+    block = next(node for node in tree.body if isinstance(node, ast.If)
+                 and getattr(node.test, "id", None) == "TYPE_CHECKING")
+    imports = {}
+    for node in block.body:
+        for alias in node.names:
+            assert alias.asname in (None, alias.name), f"{alias.name} re-exported as another name"
+            imports[alias.name] = node.module
+    assert imports == sktransfer._EXPORTS
+
+
+def test_public_names_resolve_and_importing_the_package_loads_no_torch():
     for name in sktransfer.__all__:
         value = getattr(sktransfer, name)
         module = importlib.import_module(f"sktransfer.{sktransfer._EXPORTS[name]}")
@@ -107,3 +123,9 @@ def test_top_level_names_are_one_list_and_load_lazily():
         assert name in dir(sktransfer)
     with pytest.raises(AttributeError, match="'Nothing'"):
         sktransfer.Nothing  # noqa: B018
+    code = ("import sys, sktransfer, sktransfer.cli, sktransfer.errors; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'skorch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

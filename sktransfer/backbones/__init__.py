@@ -16,10 +16,13 @@ Public: the names in ``__all__``.
 """
 
 from .._moved import moved
+from . import _torchvision
 from ._backbone import Backbone
 from ._load import load_backbone
-from ._torchvision import DEFAULT_MODEL
 from ._weights import load_state_dict_file
+
+#: The backbone of every estimator when ``model`` is not given: torchvision's EfficientNet-B0.
+DEFAULT_MODEL: str = _torchvision.DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "Backbone", "load_backbone", "load_state_dict_file"]
 

@@ -91,8 +91,9 @@ def load_backbone(
     provider = provider_of(model)
     if provider.SEGMENTATION and not segmentation:
         raise ValueError(
-            f"{model!r} is a segmentation model: fine-tune it with FineTuneSegmenter, or "
-            "load it with load_backbone(..., segmentation=True) to get its decoder too")
+            f"{model!r} is a segmentation model: fine-tune it with FineTuneSegmenter (on the "
+            "command line: sktransfer fit --task segmentation), or load it with "
+            "load_backbone(..., segmentation=True) to get its decoder too")
     built = provider.build(model, weights, image_size=image_size, progress=progress,
                            share_weights=share_weights)
     net = built.net

@@ -26,7 +26,6 @@ from ._backbone import Built
 from ._heads import strip_head
 from ._weights import file_id, load_into, looks_like_path
 
-#: The backbone of every estimator when ``model`` is not given (torchvision's EfficientNet-B0).
 DEFAULT_MODEL = "efficientnet_b0"
 SEGMENTATION = False
 PREFIX = "torchvision:"
@@ -126,7 +125,8 @@ def _network(model: str, weights, progress: bool,
     base = weights_preprocessing(tvm.get_model_weights(model).DEFAULT)
     if weights is None:
         return tvm.get_model(model, weights=None), base, None
-    if looks_like_path(weights):
+    is_file = looks_like_path(weights)
+    if is_file:
         weights_id = file_id(weights)
         key = (model, weights_id)
     elif isinstance(weights, (str, WeightsEnum)):
@@ -139,7 +139,7 @@ def _network(model: str, weights, progress: bool,
     hit = _memo.recall(key, share_weights)
     if hit is not None:
         return hit[0], hit[1], weights_id
-    if looks_like_path(weights):
+    if is_file:
         net = tvm.get_model(model, weights=None)
         load_into(net, weights)
     else:

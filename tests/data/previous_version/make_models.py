@@ -99,6 +99,22 @@ def main() -> None:
     seg.fit(rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8),
             np.arange(2 * 32 * 32).reshape(2, 32, 32) % 2)
     listed["segmenter_lraspp"] = {"method": None, "classes": classes(seg)}
+    # other configurations whose pickles name other classes (listed, not kept)
+    others = {
+        "multilabel_validation_recalibrate": (FineTuneClassifier(
+            tiny_cnn(), **common, validation_fraction=0.25, batchnorm="recalibrate",
+            tta=True), np.eye(2, dtype=int)[[0, 1] * 4]),
+        "class_weight": (FineTuneClassifier(tiny_cnn(), **common, class_weight="balanced"),
+                         labels),
+        "dann_mcc": (DomainAdaptationClassifier(tiny_cnn(), **common, method="dann+mcc"),
+                     np.array(["a", "b", None, None] * 2, dtype=object)),
+        "coral_mcc": (DomainAdaptationClassifier(tiny_cnn(), **common, method="coral+mcc"),
+                      np.array(["a", "b", None, None] * 2, dtype=object)),
+        "mcc": (DomainAdaptationClassifier(tiny_cnn(), **common, method="mcc"),
+                np.array(["a", "b", None, None] * 2, dtype=object)),
+    }
+    for name, (model, y) in others.items():
+        listed[name] = {"method": None, "classes": classes(model.fit(X, y))}
     (HERE / "classes.json").write_text(json.dumps(listed, indent=1) + "\n")
     print("sktransfer", sktransfer.__version__, "from", sktransfer.__file__, file=sys.stderr)
 
