@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from ..errors import WeightsUnavailableError
+from . import _hub
 from ._backbone import Built
 from ._weights import file_id, load_state_dict_file
 
@@ -97,28 +98,6 @@ def build(spec: str, weights: object, *, image_size: int | None = None,
     return Built(net, spec, preprocessing(timm, net), weights_id, groups(timm, net))
 
 
-HUB_HOST = ("huggingface.co", 443)
-
-
-def _cached(hub_id: str) -> bool:
-    """Whether the Hugging Face cache holds weights of ``hub_id`` (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in
-               ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin",
-                "open_clip_pytorch_model.bin"))
-
-
-def _reachable(timeout: float = 3.0) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(HUB_HOST, timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def _fixed_input_size(timm, name: str) -> bool:
     try:
         return bool(timm.models.get_pretrained_cfg(name.removeprefix("hf-hub:"))
@@ -128,25 +107,22 @@ def _fixed_input_size(timm, name: str) -> bool:
 
 
 def _pretrained(timm, name: str, options: dict) -> nn.Module:
-    cache = os.environ.get("HF_HOME") or os.path.join("~", ".cache", "huggingface")
     try:
         hub_id = timm.models.get_pretrained_cfg(name.removeprefix("hf-hub:")).hf_hub_id
     except Exception:  # hf-hub: specs and models without a hub config: let timm decide
         hub_id = name.removeprefix("hf-hub:") if name.startswith("hf-hub:") else None
     try:
-        if hub_id and not _cached(hub_id) and not _reachable():
-            # offline and uncached: say so now rather than after the hub client's retries
-            raise ConnectionError(f"{HUB_HOST[0]} is not reachable")
+        _hub.check_available(hub_id)
         return timm.create_model(name, pretrained=True, **options)
     except Exception as exc:  # hub errors vary: offline, missing cache, no weights
         if isinstance(exc, (ValueError, RuntimeError)) and "pretrained" not in str(exc):
             raise
         raise WeightsUnavailableError(
             f"Cannot load timm's pretrained weights for {name!r}: not in the Hugging Face "
-            f"cache ({cache}) and downloading failed ({type(exc).__name__}: {exc}). Offline, "
-            "fill the cache on a connected machine (HF_HOME), pass weights='/path/to/file."
-            "safetensors' (a local state dict), or use weights=None for random "
-            "initialisation.") from exc
+            f"cache ({_hub.cache_dir()}) and downloading failed ({type(exc).__name__}: "
+            f"{exc}). Offline, fill the cache on a connected machine (HF_HOME), pass "
+            "weights='/path/to/file.safetensors' (a local state dict), or use weights=None "
+            "for random initialisation.") from exc
 
 
 def _load_file(net: nn.Module, path: Path) -> None:
