@@ -364,6 +364,11 @@ class CostMeter:
         self.forward_flops += int(n_images) * int(forward_per_image)
         self.backward_flops += int(n_images) * int(backward_per_image)
 
+    def add_flops(self, forward: int, backward: int = 0) -> None:
+        """Record passes of something other than images (a text tower's prompts)."""
+        self.forward_flops += int(forward)
+        self.backward_flops += int(backward)
+
     def count(self, module: nn.Module, batch: torch.Tensor, train: bool) -> None:
         """Record one pass of ``batch`` (N images, or N x V views) through ``module``."""
         self.computing()

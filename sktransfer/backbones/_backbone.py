@@ -35,6 +35,11 @@ class Backbone:
     decoder : nn.Module or None
         The pretrained decoder of a segmentation model (its ``body`` then returns a dict
         of feature maps); None for classification backbones.
+    text : nn.Module or None
+        The text tower of a vision-language model: called with a list of strings, it
+        returns their unit-length embeddings in the space of the body's (unit-length)
+        image embeddings; its ``logit_scale`` attribute is the model's temperature. None
+        for image-only backbones.
     """
 
     body: nn.Module
@@ -44,6 +49,7 @@ class Backbone:
     name: str
     weights_id: str | None = None
     decoder: nn.Module | None = None
+    text: nn.Module | None = None
 
 
 @dataclass
@@ -66,6 +72,8 @@ class Built:
         The provider's own layer groups; None to derive them from the architecture.
     decoder : nn.Module or None
         A segmentation model's pretrained decoder; ``net`` then returns feature maps.
+    text : nn.Module or None
+        A vision-language model's text tower (see :class:`Backbone`).
     """
 
     net: nn.Module
@@ -74,3 +82,4 @@ class Built:
     weights_id: str | None = None
     groups: list[tuple[str, list[str]]] | None = None
     decoder: nn.Module | None = None
+    text: nn.Module | None = None

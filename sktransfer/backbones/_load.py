@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from .._meta import output_shape
-from . import _module, _timm, _torchvision, _tv_segmentation
+from . import _module, _open_clip, _timm, _torchvision, _tv_segmentation
 from ._backbone import Backbone
 from ._groups import check_groups, default_groups, parse_groups
 from ._heads import GetterBody, PooledBody
@@ -22,7 +22,7 @@ from ._torchvision import DEFAULT_MODEL
 # ``accepts``, ``build`` (returning a ``Built``) and ``SEGMENTATION`` (whether its
 # networks are segmentation models, with a decoder). The torchvision classification
 # provider takes any other string (and says when the name is unknown), so it comes last.
-PROVIDERS = (_module, _timm, _tv_segmentation, _torchvision)
+PROVIDERS = (_module, _timm, _open_clip, _tv_segmentation, _torchvision)
 
 
 def provider_of(model: object) -> ModuleType:
@@ -110,4 +110,4 @@ def load_backbone(
     size = preprocessing.crop_size
     num_features = output_shape(body, (1, 3, size, size))[1]  # shapes only, no arithmetic
     return Backbone(body, int(num_features), layer_groups, preprocessing, built.name,
-                    built.weights_id)
+                    built.weights_id, text=built.text)
