@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._segmenter import FineTuneSegmenter as FineTuneSegmenter
     from ._unlabelled import information_maximization_scorer as information_maximization_scorer
     from ._unlabelled import prediction_entropy_scorer as prediction_entropy_scorer
+    from ._zero_shot import ZeroShotClassifier as ZeroShotClassifier
     from .backbones import Backbone as Backbone
     from .backbones import load_backbone as load_backbone
     from .errors import ImageInputError as ImageInputError
@@ -49,6 +50,7 @@ _EXPORTS = {
     "LRFindResult": "_lr_finder",
     "PretrainedFeatureExtractor": "_extractor",
     "WeightsUnavailableError": "errors",
+    "ZeroShotClassifier": "_zero_shot",
     "export_model": "exchange",
     "fit_cost": "_cost",
     "import_model": "exchange",

@@ -1,9 +1,13 @@
-"""Small image tasks built from images that ship with scikit-learn (no download)."""
+"""Small image tasks that need no download: patches and collages of the photos that ship
+with scikit-learn, shifted digits, and synthetic captioned shapes for vision-language models."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.datasets import load_sample_images
+
+from ._captioned_shapes import held_out_combos
+from ._captioned_shapes import render as load_captioned_shapes
 
 
 def load_region_patches(
@@ -298,5 +302,5 @@ def _shift(image: np.ndarray, family: str, severity: int,
     return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
 
 
-__all__ = ["SHIFT_FAMILIES", "load_digits_shift", "load_photo_collage", "load_photo_shift",
-           "load_region_patches"]
+__all__ = ["SHIFT_FAMILIES", "held_out_combos", "load_captioned_shapes", "load_digits_shift",
+           "load_photo_collage", "load_photo_shift", "load_region_patches"]

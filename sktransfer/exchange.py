@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
@@ -25,6 +26,7 @@ from ._finetune import FineTuneClassifier
 from ._finetune_base import BaseFineTuner
 from ._regressor import FineTuneRegressor
 from ._segmenter import FineTuneSegmenter
+from ._zero_shot import ZeroShotClassifier
 from .images import Preprocessing
 from .io import atomic_dump
 
@@ -35,7 +37,7 @@ _META_KEY = "sktransfer"
 _CODE_PARAMS = {"augment": False, "callbacks": None}
 _ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegressor,
                                               DomainAdaptationClassifier, FineTuneSegmenter,
-                                              PretrainedFeatureExtractor)}
+                                              PretrainedFeatureExtractor, ZeroShotClassifier)}
 
 
 def _json_param(name: str, value: object) -> object:
@@ -47,6 +49,8 @@ def _json_param(name: str, value: object) -> object:
         return {"custom": f"{type(value).__module__}.{type(value).__qualname__}"}
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, np.ndarray):  # e.g. a ZeroShotClassifier's classes
+        return value.tolist()
     if isinstance(value, tuple):
         return list(value)
     try:
@@ -78,8 +82,8 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
 
     Parameters
     ----------
-    estimator : FineTuneClassifier, FineTuneRegressor, DomainAdaptationClassifier or \
-        PretrainedFeatureExtractor
+    estimator : FineTuneClassifier, FineTuneRegressor, DomainAdaptationClassifier, \
+        FineTuneSegmenter, PretrainedFeatureExtractor or ZeroShotClassifier
         Fitted. Training-only callables (``augment``, ``callbacks``) are not exported.
     path : path
         Destination file, conventionally ending in ``.safetensors``.
@@ -174,8 +178,8 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
 
     Returns
     -------
-    FineTuneClassifier, FineTuneRegressor, DomainAdaptationClassifier or \
-        PretrainedFeatureExtractor
+    FineTuneClassifier, FineTuneRegressor, DomainAdaptationClassifier, \
+        FineTuneSegmenter, PretrainedFeatureExtractor or ZeroShotClassifier
         Fitted, predicting exactly as the exported estimator.
     """
     from safetensors.torch import load_file
