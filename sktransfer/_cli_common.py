@@ -1,4 +1,5 @@
-"""What every command of the command line shares: exit codes, options, their parameters."""
+"""What every command of the command line shares: exit codes, options, their parameters,
+the predictions CSV and the fit report."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import importlib
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected exception: its traceback, and the interpreter's exit code
@@ -31,11 +34,12 @@ class CliError(Exception):
 
 
 # --------------------------------------------------------------------------- options
-def add_backbone_options(p: argparse.ArgumentParser) -> None:
+def add_backbone_options(p: argparse.ArgumentParser, model_default: str | None = None,
+                         model_help: str | None = None) -> None:
     """The network and where it runs: read by :func:`backbone_params`."""
-    p.add_argument("--model", default="efficientnet_b0",
-                   help="torchvision model name, or package.module:factory returning an "
-                        "nn.Module (default: efficientnet_b0)")
+    p.add_argument("--model", default=model_default or "efficientnet_b0",
+                   help=model_help or "torchvision model name, or package.module:factory "
+                                      "returning an nn.Module (default: efficientnet_b0)")
     p.add_argument("--weights", default="DEFAULT",
                    help="weights name (DEFAULT, IMAGENET1K_V1...), a local weights file, or "
                         "'none' for random init (default: DEFAULT)")
@@ -78,12 +82,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------- parameters
+# the schemes of backbone specs (``timm:name``...), told from ``module:factory``
+BACKBONE_SCHEMES = ("torchvision", "timm", "hf-hub", "open_clip")
+
+
 def resolve_model(spec: str, seed: int = 0):
-    """A torchvision name, or ``package.module:factory`` called to build an ``nn.Module``.
+    """A backbone spec (a torchvision name, ``timm:...``, ``open_clip:...``), or
+    ``package.module:factory`` called to build an ``nn.Module``.
 
     The factory runs seeded, so randomly initialised layers are the same on every run.
     """
-    if ":" not in spec:
+    if ":" not in spec or spec.partition(":")[0] in BACKBONE_SCHEMES:
         return spec
     module_name, _, attr = spec.partition(":")
     try:
@@ -163,6 +172,43 @@ def write_csv(path: Path, header: list[str], rows) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+# --------------------------------------------------------------------------- predictions
+def _regression_rows(model, paths: list) -> tuple[list[str], list]:
+    pred = np.asarray(model.predict([str(p) for p in paths]), dtype=float)
+    pred = pred.reshape(len(paths), -1)
+    names = getattr(model, "target_names_", None)
+    if names is None or len(names) != pred.shape[1]:
+        names = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{i}" for i in
+                                                            range(pred.shape[1])]
+    header = ["path", *map(str, names)]
+    return header, ([str(p), *(f"{v:.6g}" for v in row)]
+                    for p, row in zip(paths, pred, strict=True))
+
+
+def write_predictions(model, paths: list[Path], out: str | None) -> int:
+    """A CSV row per image (label and probabilities, or estimates) to ``out`` or stdout."""
+    if not hasattr(model, "predict_proba"):
+        header, rows = _regression_rows(model, paths)
+    else:
+        proba = model.predict_proba([str(p) for p in paths])
+        if getattr(model, "multilabel_", False):
+            labels = [";".join(str(c) for c, v in zip(model.classes_, row, strict=True)
+                               if v >= 0.5) for row in proba]
+        else:
+            labels = model.classes_[proba.argmax(axis=1)]
+        header = ["path", "label", *[f"proba_{c}" for c in model.classes_]]
+        rows = ([str(p), str(lab), *(f"{v:.6f}" for v in row)]
+                for p, lab, row in zip(paths, labels, proba, strict=True))
+    if out:
+        write_csv(Path(out), header, rows)
+        print(f"wrote {len(paths)} predictions to {out}", file=sys.stderr)
+    else:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- fit

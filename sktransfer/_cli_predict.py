@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import sys
 from pathlib import Path
-
-import numpy as np
 
 from . import _cli_common as common
 
@@ -60,39 +56,3 @@ def load_model(path: str, architecture: str | None = None):
         raise common.CliError(f"{path} does not hold a fitted classifier or regressor "
                               f"({type(model).__name__})", common.EXIT_MODEL)
     return model
-
-
-def _regression_rows(model, paths: list) -> tuple[list[str], list]:
-    pred = np.asarray(model.predict([str(p) for p in paths]), dtype=float)
-    pred = pred.reshape(len(paths), -1)
-    names = getattr(model, "target_names_", None)
-    if names is None or len(names) != pred.shape[1]:
-        names = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{i}" for i in
-                                                            range(pred.shape[1])]
-    header = ["path", *map(str, names)]
-    return header, ([str(p), *(f"{v:.6g}" for v in row)]
-                    for p, row in zip(paths, pred, strict=True))
-
-
-def write_predictions(model, paths: list[Path], out: str | None) -> int:
-    """A CSV row per image (label and probabilities, or estimates) to ``out`` or stdout."""
-    if not hasattr(model, "predict_proba"):
-        header, rows = _regression_rows(model, paths)
-    else:
-        proba = model.predict_proba([str(p) for p in paths])
-        if getattr(model, "multilabel_", False):
-            labels = [";".join(str(c) for c, v in zip(model.classes_, row, strict=True)
-                               if v >= 0.5) for row in proba]
-        else:
-            labels = model.classes_[proba.argmax(axis=1)]
-        header = ["path", "label", *[f"proba_{c}" for c in model.classes_]]
-        rows = ([str(p), str(lab), *(f"{v:.6f}" for v in row)]
-                for p, lab, row in zip(paths, labels, proba, strict=True))
-    if out:
-        common.write_csv(Path(out), header, rows)
-        print(f"wrote {len(paths)} predictions to {out}", file=sys.stderr)
-    else:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return common.EXIT_OK

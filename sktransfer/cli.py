@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import _cli_common as common
-from . import _cli_extract, _cli_fit, _cli_predict, _cli_segmentation
+from . import _cli_extract, _cli_fit, _cli_predict, _cli_segmentation, _cli_zero_shot
 
 __all__ = ["main"]
 
@@ -21,7 +21,7 @@ def _predict(args) -> int:
     """``predict``: PNG masks for a segmenter, else a CSV of predictions."""
     model, paths = _cli_predict.load_inputs(args)
     write = _cli_segmentation.write_masks if _cli_segmentation.is_segmenter(model) \
-        else _cli_predict.write_predictions
+        else common.write_predictions
     return write(model, paths, args.out)
 
 
@@ -33,6 +33,8 @@ _COMMANDS = [
      _cli_fit.add_arguments, _fit),
     ("predict", "predict with a saved model; writes CSV (PNG masks for a segmentation model)",
      _cli_predict.add_arguments, _predict),
+    ("zero-shot", "label images with classes named in text (few-shot with --shots)",
+     _cli_zero_shot.add_arguments, _cli_zero_shot.zero_shot),
 ]
 
 
