@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 
 # ------------------------------------------------------------------ tiny networks
+# A tiny CLIP trained on captioned shapes (tools/train_tiny_clip.py): an open_clip
+# "local-dir:" folder with its config and weights.
+TINY_CLIP = Path(__file__).parent / "data" / "tiny_clip"
+
+
 def tiny_cnn(n_classes: int = 10, seed: int = 0) -> nn.Sequential:
     """A small CNN with BatchNorm, a pooled body and a Linear head."""
     torch.manual_seed(seed)
@@ -142,7 +147,11 @@ LOADER = textwrap.dedent(
     socket.getaddrinfo = refuse
     import joblib, numpy as np
     model_path, x_path, out_path = sys.argv[1:4]
-    model = joblib.load(model_path)
+    if model_path.endswith(".safetensors"):  # pickle-free: sktransfer's own reader
+        from sktransfer import import_model
+        model = import_model(model_path)
+    else:
+        model = joblib.load(model_path)
     X = np.load(x_path)
     np.save(out_path, model.predict_proba(X) if hasattr(model, "predict_proba")
             else model.transform(X))

@@ -32,10 +32,11 @@ from sktransfer import (
     FineTuneRegressor,
     FineTuneSegmenter,
     PretrainedFeatureExtractor,
+    ZeroShotClassifier,
 )
 from sktransfer._finetune_base import BaseFineTuner
 
-from ._helpers import tiny_cnn
+from ._helpers import TINY_CLIP, tiny_cnn
 
 RNG = np.random.default_rng(0)
 X_IMAGES = RNG.integers(0, 256, size=(8, 18, 18, 3), dtype=np.uint8)
@@ -69,6 +70,10 @@ def _segmenter():
                              random_state=0)
 
 
+def _zero_shot():
+    return ZeroShotClassifier(f"open_clip:local-dir:{TINY_CLIP}", templates=["a {}."])
+
+
 # The public estimators, by name: every class of the public API that is a scikit-learn
 # estimator, so that a new one is checked here without being listed.
 PUBLIC_ESTIMATORS = {
@@ -84,6 +89,7 @@ CASES = {
     FineTuneRegressor: (_regressor, "predict", Y_VALUES),
     DomainAdaptationClassifier: (_adapter, "predict_proba", Y_PARTLY),
     FineTuneSegmenter: (_segmenter, "predict_proba", Y_MASKS),
+    ZeroShotClassifier: (_zero_shot, "predict_proba", Y_LABELS),
 }
 
 

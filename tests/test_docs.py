@@ -18,7 +18,7 @@ from torchvision import models as tvm
 
 from sktransfer.cli import main
 
-from ._helpers import cache_weights
+from ._helpers import TINY_CLIP, cache_weights
 
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -42,6 +42,7 @@ def docs_env(tmp_path, torch_home, monkeypatch):
             Image.fromarray(arr).save(tmp_path / "images" / label / f"{i}.jpg")
             rows.append(f"{label}/{i}.jpg,{arr.mean() / 255:.4f}")
     (tmp_path / "targets.csv").write_text("\n".join(rows) + "\n")  # for regression lines
+    (tmp_path / "tiny_clip").symlink_to(TINY_CLIP)  # the zero-shot pages' stand-in CLIP
     return tmp_path
 
 

@@ -24,7 +24,7 @@ def run(script: str, *args: str) -> str:
 def test_every_example_is_tested():
     tested = {"pipeline_logistic.py", "grid_search_finetune.py",
               "few_shot_nearest_centroid.py", "predict_app.py", "demo.py",
-              "domain_adaptation.py"}
+              "domain_adaptation.py", "zero_shot.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -64,6 +64,15 @@ def test_few_shot_example():
     acc = [float(line.split(": ")[1].split()[0]) for line in out.splitlines()
            if "-shot accuracy" in line]
     assert len(acc) == 3 and acc[2] > 1 / 12 * 3
+
+
+def test_zero_shot_example():
+    out = run("zero_shot.py", "--quick")
+    zero = float(out.split("zero-shot accuracy: ")[1].split()[0])
+    few = [float(line.split(": ")[1].split()[0]) for line in out.splitlines()
+           if line[0].isdigit() and "-shot accuracy: " in line]
+    assert zero > 0.5 and len(few) == 3  # 20 classes: chance is 0.05
+    assert "pairs never seen in training" in out
 
 
 def test_demo_quick(tmp_path):
