@@ -36,6 +36,7 @@ import bench_hostile
 import bench_scaling
 import bench_segmentation
 import bench_timm
+import bench_zero_shot
 
 RESULTS = Path("benchmarks/results")
 
@@ -50,6 +51,7 @@ def main() -> None:
     bench_timm.main([])
     dask_result = bench_dask.main([])
     bench_segmentation.main(["--part", "speed"])
+    zero_shot = bench_zero_shot.main([])
     segmentation = json.loads((RESULTS / "segmentation.json").read_text())["speed"]
     timm_rows = json.loads((RESULTS / "timm.json").read_text())["results"]
     extraction = json.loads((RESULTS / "extraction.json").read_text())
@@ -112,6 +114,17 @@ def main() -> None:
                  f"{dask_result['mean_task_s']:.2f} s",
                  f"{100 * dask_result['overhead_share']:.2f}%", "< 5%",
                  dask_result["overhead_share"] < 0.05, dask_result["path"]))
+    rows.append(("(i) ZeroShotClassifier embedding, JPEG paths (open_clip ViT-B-32) vs "
+                 "open_clip's loop",
+                 f"{zero_shot['speed']['img_s']['float32']:.1f} img/s vs "
+                 f"{zero_shot['speed']['img_s']['open_clip']:.1f} img/s",
+                 f"{zero_shot['speed']['ratio_float32']:.3f}", ">= 0.95",
+                 zero_shot["speed"]["ratio_float32"] >= 0.95,
+                 zero_shot["speed"]["path_float32"]))
+    rows.append(("(i) few-shot (1, 2, 4 per class) vs zero-shot and LogisticRegression, "
+                 "tiny CLIP", f"text_anchor "
+                 f"{zero_shot['accuracy']['choice']['recommended']:g}", "-", "beats both",
+                 zero_shot["accuracy"]["choice"]["beats_both_at_all_k"], "float32"))
     rows.append(("(h) segmentation, FCN-8s resnet18: training s/epoch vs hand-written",
                  f"{segmentation['sktransfer_s_per_epoch']:.2f} s vs "
                  f"{segmentation['hand_s_per_epoch']:.2f} s",
