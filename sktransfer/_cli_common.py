@@ -35,14 +35,15 @@ class CliError(Exception):
 
 # --------------------------------------------------------------------------- options
 def add_backbone_options(p: argparse.ArgumentParser, model_default: str | None = None,
-                         model_help: str | None = None) -> None:
+                         model_help: str | None = None, weights_help: str | None = None) -> None:
     """The network and where it runs: read by :func:`backbone_params`."""
     p.add_argument("--model", default=model_default or "efficientnet_b0",
                    help=model_help or "torchvision model name, or package.module:factory "
                                       "returning an nn.Module (default: efficientnet_b0)")
     p.add_argument("--weights", default="DEFAULT",
-                   help="weights name (DEFAULT, IMAGENET1K_V1...), a local weights file, or "
-                        "'none' for random init (default: DEFAULT)")
+                   help=weights_help or "weights name (DEFAULT, IMAGENET1K_V1...), a local "
+                                        "weights file, or 'none' for random init (default: "
+                                        "DEFAULT)")
     p.add_argument("--image-size", type=int, default=None, help="crop size fed to the network")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_backbone_options(
         p, model_default="open_clip:ViT-B-32/laion2b_s34b_b79k",
         model_help="vision-language model: open_clip:ARCH/TAG, open_clip:local-dir:FOLDER "
-                   "(default: open_clip:ViT-B-32/laion2b_s34b_b79k; needs sktransfer[clip])")
+                   "(default: open_clip:ViT-B-32/laion2b_s34b_b79k; needs sktransfer[clip])",
+        weights_help="DEFAULT (the model's pretrained weights), a local open_clip weights "
+                     "file, or 'none' for random init (default: DEFAULT)")
 
 
 def zero_shot(args) -> int:

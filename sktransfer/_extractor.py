@@ -205,6 +205,7 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
 
     def _setup(self, backbone) -> PretrainedFeatureExtractor:
         """Freeze ``backbone`` and make it this extractor's network (fit and import)."""
+        backbone.text = None  # a vision-language model's text tower: images need none
         for param in backbone.body.parameters():
             param.requires_grad_(False)
         backbone.body.eval()

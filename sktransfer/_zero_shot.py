@@ -91,15 +91,15 @@ class ZeroShotClassifier(ClassifierMixin, PretrainedFeatureExtractor):
         ``"art of the {}."``, ``"a photo of the small {}."``).
     class_descriptions : dict, default=None
         Maps a class to one text or a list of texts that replace its name in the prompts
-        (``{"tabby": ["a tabby cat", "a striped cat"]}``); classes not in it use their
+        (``{"tabby": ["tabby cat", "striped cat"]}``); classes not in it use their
         name.
     text_anchor : float, default=0.1
         How strongly a few-shot fit is held to the text: the weight of the squared
         distance between the class weights and the class text embeddings in its loss,
-        times the model's ``logit_scale`` (the cross-entropy's curvature grows with it, so
-        one value suits models of any temperature). Large values stay zero-shot; small ones
-        trust the labelled images alone (a plain linear probe). Chosen in
-        benchmarks/bench_zero_shot.py: best over 1, 2 and 4 shots per class.
+        times the model's ``logit_scale``, so that the value is meant to carry across
+        models of other temperatures (measured on the tests' tiny CLIP only). Large values
+        stay zero-shot; small ones trust the labelled images alone (a plain linear probe).
+        Chosen in benchmarks/bench_zero_shot.py: best over 1, 2 and 4 shots per class.
     batch_size : int, default=32
         Images per forward pass.
     device : str or torch.device, default="auto"
@@ -226,37 +226,47 @@ class ZeroShotClassifier(ClassifierMixin, PretrainedFeatureExtractor):
         if X is None and labels is not None and self.classes is not None:
             raise ValueError("y without X: pass the labelled images as X, or give only "
                              "the classes")
-        if X is not None and labels is None:
-            as_image_source(X)  # checked; unlabelled images teach nothing here
+        source = None
+        if X is not None:
+            if is_dask_collection(X):
+                raise TypeError("fit takes the few labelled images in memory (paths, "
+                                "arrays...), not a Dask collection; predictions take Dask "
+                                "collections")
+            source = as_image_source(X)
+            if labels is not None and len(source) != len(labels):
+                raise ValueError(f"X has {len(source)} images but y has {len(labels)} "
+                                 "labels")
+            if labels is None:
+                source = None  # images without labels teach nothing here
         prompts = _prompts(classes, self.templates, self.class_descriptions)
-        super().fit()  # the image tower (its text tower comes with it, for now)
-        meter = CostMeter(self._device(), None, lazy_energy=True)
-        text = self.backbone_.text
+        super().fit()  # the image tower; _setup keeps the text tower aside for here
+        text = self.__dict__.pop("_text", None)
         if text is None:
             raise ValueError(f"model={self.model!r} has no text tower: ZeroShotClassifier "
                              "needs a vision-language model, e.g. 'open_clip:ViT-B-32/"
                              "laion2b_s34b_b79k'")
-        self.backbone_.text = None  # fitted models keep class embeddings, not the text tower
+        device = self._device()
+        meter = CostMeter(device, None, lazy_energy=True)
         try:
-            self.class_embeddings_ = _class_embeddings(text, prompts, meter)
+            class_embeddings = _class_embeddings(text.to_device(device), prompts, meter)
         finally:
             text_cost = meter.stop()  # before the images' own measurement starts
-        self.logit_scale_ = float(text.logit_scale)
-        self.classes_ = classes
-        self.coef_, self.n_shots_ = self.class_embeddings_, 0
-        image_cost = None
-        if X is not None and labels is not None and len(labels):
-            source = as_image_source(X)
-            if len(source) != len(labels):
-                raise ValueError(f"X has {len(source)} images but y has {len(labels)} labels")
+        logit_scale = float(text.logit_scale)
+        coef, n_shots, cost = class_embeddings, 0, self.fit_cost_ + text_cost
+        if source is not None and len(source):
             shots = self.transform(source)
-            image_cost = self.transform_cost_
-            self.coef_ = anchored_probe(shots, labels, self.class_embeddings_,
-                                        self.logit_scale_, self.text_anchor)
-            self.n_shots_ = len(labels)
-        cost = self.fit_cost_ + text_cost
-        self.fit_cost_ = cost if image_cost is None else cost + image_cost
+            cost = cost + self.transform_cost_
+            coef = anchored_probe(shots, labels, class_embeddings, logit_scale,
+                                  self.text_anchor)
+            n_shots = len(source)
+        self.classes_, self.class_embeddings_, self.logit_scale_ = (classes, class_embeddings,
+                                                                    logit_scale)
+        self.coef_, self.n_shots_, self.fit_cost_ = coef, n_shots, cost
         return self
+
+    def _setup(self, backbone) -> ZeroShotClassifier:
+        self._text = backbone.text  # for fit; not kept in the fitted model
+        return super()._setup(backbone)
 
     # ------------------------------------------------------------------ predictions
     def decision_function(self, X: object) -> np.ndarray:
@@ -345,7 +355,7 @@ class ZeroShotClassifier(ClassifierMixin, PretrainedFeatureExtractor):
         """Become the fitted classifier that :meth:`__sktransfer_export__` described."""
         body = {k.removeprefix("body."): v for k, v in state.items() if k.startswith("body.")}
         super().__sktransfer_restore__(backbone, body, fitted)
-        self.backbone_.text = None
+        self.__dict__.pop("_text", None)
         self.classes_ = np.asarray(fitted["classes"])
         self.logit_scale_ = float(fitted["logit_scale"])
         self.class_embeddings_ = state["class_embeddings"].numpy()
@@ -419,7 +429,11 @@ def _classes_and_labels(classes: object, y: object) -> tuple[np.ndarray, np.ndar
     if classes is None and y is None:
         raise ValueError("no classes: pass classes=[...] or fit with labels y")
     if classes is not None:
-        classes = np.asarray(list(classes))
+        classes = list(classes)
+        if len({isinstance(c, str) for c in classes}) > 1:
+            raise ValueError(f"classes mixes strings and other labels: {classes[:10]}; "
+                             "use labels of one kind")
+        classes = np.asarray(classes)
         if classes.ndim != 1 or len(classes) == 0:
             raise ValueError("classes must be a non-empty list of labels")
         values, counts = np.unique(classes, return_counts=True)

@@ -35,6 +35,9 @@ VERSION = 1
 _META_KEY = "sktransfer"
 # Training-only parameters holding code: not exported, defaults on import.
 _CODE_PARAMS = {"augment": False, "callbacks": None}
+# Parameters that are dicts keyed by labels (JSON would turn the keys into str): exported
+# as [key, value] pairs.
+_LABEL_DICTS = ("class_weight", "class_descriptions")
 _ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegressor,
                                               DomainAdaptationClassifier, FineTuneSegmenter,
                                               PretrainedFeatureExtractor, ZeroShotClassifier)}
@@ -43,16 +46,19 @@ _ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegress
 def _json_param(name: str, value: object) -> object:
     if name in _CODE_PARAMS:
         return _CODE_PARAMS[name] if not isinstance(value, bool) else value
-    if name == "class_weight" and isinstance(value, dict):  # JSON keys would become str
-        return {"pairs": [[_json_param("class_weight key", k), v] for k, v in value.items()]}
+    if name in _LABEL_DICTS and isinstance(value, dict):  # JSON keys would become str
+        return {"pairs": [[_json_param(f"{name} key", k), _json_param(name, v)]
+                          for k, v in value.items()]}
     if name == "model" and isinstance(value, nn.Module):
         return {"custom": f"{type(value).__module__}.{type(value).__qualname__}"}
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, np.ndarray):  # e.g. a ZeroShotClassifier's classes
         return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, np.generic):  # numpy labels: their Python value
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [_json_param(name, v) for v in value]
     try:
         json.dumps(value)
     except TypeError:
@@ -61,6 +67,11 @@ def _json_param(name: str, value: object) -> object:
             "value (str, number, list) or use joblib"
         ) from None
     return value
+
+
+def _label(value: object) -> object:
+    """A label read back from JSON (a list, for a tuple label, becomes a tuple again)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _preprocessing_config(prep: Preprocessing) -> dict:
@@ -201,8 +212,9 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
         params["model"] = model
     elif not isinstance(params.get("model"), str):
         raise ValueError(f"{path}: invalid model entry {params.get('model')!r}")
-    if isinstance(params.get("class_weight"), dict):
-        params["class_weight"] = {k: v for k, v in params["class_weight"]["pairs"]}
+    for key in _LABEL_DICTS:
+        if isinstance(params.get(key), dict):
+            params[key] = {_label(k): v for k, v in params[key]["pairs"]}
     for key in ("mean", "std"):
         if params.get(key) is not None:
             params[key] = tuple(params[key])

@@ -71,6 +71,7 @@ def _segmenter():
 
 
 def _zero_shot():
+    pytest.importorskip("open_clip")  # the sktransfer[clip] extra
     return ZeroShotClassifier(f"open_clip:local-dir:{TINY_CLIP}", templates=["a {}."])
 
 

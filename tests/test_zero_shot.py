@@ -226,3 +226,50 @@ def test_costs_count_the_prompts_and_the_cache_serves_the_images(tmp_path):
     shots = _classifier(classes=COMBOS).fit(images, combos)
     assert shots.fit_cost_.n_images == 10 and shots.fit_cost_.forward_flops > \
         clf.fit_cost_.forward_flops
+
+
+def test_a_local_weights_file_is_loaded_for_folder_specs_too(tmp_path):
+    """weights=<file> replaces the folder's weights (open_clip itself would ignore it)."""
+    from safetensors.torch import save_file
+
+    model = open_clip.create_model(f"local-dir:{TINY_CLIP}")
+    state = {k: torch.zeros_like(v) if k.startswith("visual.proj") else v
+             for k, v in model.state_dict().items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "zeroed.safetensors")
+    images, _ = _test_images(4)
+    own = PretrainedFeatureExtractor(SPEC).fit()
+    zeroed = PretrainedFeatureExtractor(SPEC, weights=tmp_path / "zeroed.safetensors").fit()
+    assert zeroed.backbone_.weights_id.endswith(
+        f"zeroed.safetensors:{(tmp_path / 'zeroed.safetensors').stat().st_size}:"
+        f"{(tmp_path / 'zeroed.safetensors').stat().st_mtime_ns}")
+    assert not np.allclose(own.transform(images), zeroed.transform(images))
+    random = load_backbone(SPEC, None)
+    assert random.weights_id is None and random.text is not None
+
+
+def test_fitted_models_keep_no_text_tower_and_binary_scores_are_one_column():
+    images, _ = _test_images(6)
+    extractor = PretrainedFeatureExtractor(SPEC).fit()
+    assert extractor.backbone_.text is None
+    clf = _classifier(classes=["red circle", "blue square"]).fit()
+    assert clf.backbone_.text is None and not hasattr(clf, "_text")
+    scores = clf.decision_function(images)
+    proba = clf.predict_proba(images)
+    assert scores.shape == (6,)
+    np.testing.assert_allclose(1 / (1 + np.exp(-scores)), proba[:, 1], atol=1e-5)
+
+
+def test_integer_labels_and_their_descriptions_survive_the_safetensors_exchange(tmp_path):
+    images, _ = _test_images(5)
+    clf = _classifier(classes=[np.int64(3), np.int64(7)],
+                      class_descriptions={np.int64(3): "red circle", 7: ["blue square"]}).fit()
+    export_model(clf, tmp_path / "ints.safetensors")
+    back = import_model(tmp_path / "ints.safetensors")
+    assert back.classes_.tolist() == [3, 7] and back.get_params()["class_descriptions"] == {
+        3: "red circle", 7: ["blue square"]}
+    np.testing.assert_array_equal(back.predict(images), clf.predict(images))
+    back.fit()  # refits from the imported parameters
+    with pytest.raises(ValueError, match="mixes strings and other labels"):
+        _classifier(classes=[1, "a"]).fit()
+    with pytest.raises(ValueError, match="X has 3 images but y has 0 labels"):
+        _classifier(classes=["a"]).fit(images[:3], [])

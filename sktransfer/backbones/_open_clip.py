@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ SEGMENTATION = False
 _SCHEMAS = ("local-dir:", "hf-hub:")
 _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
                   "nearest": InterpolationMode.NEAREST}
-_HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_HUB_FILES = tuple(f for f in _hub.WEIGHT_FILES if f.startswith("open_clip"))
 
 
 def accepts(spec: object) -> bool:
@@ -55,7 +56,10 @@ class ImageTower(nn.Module):
         self.visual = visual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.visual(x).float(), dim=-1)
+        out = self.visual(x)
+        if isinstance(out, (tuple, list)):  # CoCa: (pooled embedding, tokens)
+            out = out[0]
+        return F.normalize(out.float(), dim=-1)
 
 
 class TextTower(nn.Module):
@@ -65,16 +69,36 @@ class TextTower(nn.Module):
     scale by which it multiplies image-text cosines into logits.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: object):
+    def __init__(self, model: nn.Module, name: str):
         super().__init__()
         self.model = model
-        self.tokenizer = tokenizer
+        self.name = name  # the tokenizer's, built on first use
         self.logit_scale = float(model.logit_scale.detach().exp())
-        self.context_length = int(getattr(tokenizer, "context_length", 77))
+        self.context_length = int(getattr(model, "context_length", 77))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the text weights are (the image tower may be elsewhere)."""
+        text = getattr(self.model, "token_embedding", None) or getattr(self.model, "text",
+                                                                        None)
+        return next((text or self.model).parameters()).device
+
+    def text_modules(self) -> list[nn.Module]:
+        """The model's modules and parameters outside the image tower, to move them."""
+        return [m for name, m in self.model.named_children() if name != "visual"]
+
+    def to_device(self, device: torch.device | str) -> TextTower:
+        """Move the text side only (the image tower is shared with the backbone's body)."""
+        for module in self.text_modules():
+            module.to(device)
+        for param in self.model.parameters(recurse=False):
+            param.data = param.data.to(device)
+        for name, buffer in self.model.named_buffers(recurse=False):
+            setattr(self.model, name, buffer.to(device))
+        return self
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        return self.encode(self.tokenizer(list(texts)).to(device))
+        return self.encode(_tokenizer(self.name)(list(texts)).to(self.device))
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Unit-length embeddings of tokenised texts ``(n, context_length)``."""
@@ -150,14 +174,17 @@ def build(spec: str, weights: object, *, image_size: int | None = None,
             _memo.remember(key, model, {})
     tower = ImageTower(model.visual)
     return Built(tower, spec, _preprocessing(model.visual), weights_id, _groups(tower),
-                 text=TextTower(model, _tokenizer(name)))
+                 text=TextTower(model, name))
 
 
 def _folder_weights_id(name: str) -> str:
-    """The identity of a ``local-dir:`` folder's weights file (its path, size and time)."""
+    """The identity of the weights file open_clip loads from a ``local-dir:`` folder (its
+    path, size and time), chosen by open_clip's own rule."""
+    from open_clip.factory import _find_checkpoint_in_dir
+
     folder = Path(name.removeprefix("local-dir:"))
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth"))
-    return file_id(files[0]) if files else f"open_clip:{folder.resolve()}"
+    found = _find_checkpoint_in_dir(folder)
+    return file_id(found) if found else f"open_clip:{folder.resolve()}"
 
 
 def _create(open_clip, name: str, tag: str | None, weights: object, pretrained: str | None,
@@ -165,11 +192,14 @@ def _create(open_clip, name: str, tag: str | None, weights: object, pretrained: 
     """``open_clip.create_model`` with the weights asked for; offline and uncached, a
     :class:`WeightsUnavailableError` at once (no hub retries)."""
     plain = {"pretrained_image": False, "pretrained_text": False, **options}
-    if weights is None:
+    if weights is None or weights != "DEFAULT":  # random, or a local file loaded below
         with _quiet_random_init():
-            return open_clip.create_model(name, pretrained=None, load_weights=False, **plain)
-    if weights != "DEFAULT" or name.startswith("local-dir:"):  # a local file or folder
-        return open_clip.create_model(name, pretrained=pretrained, **plain)
+            model = open_clip.create_model(name, pretrained=None, load_weights=False, **plain)
+        if weights is not None:  # open_clip's own reader: safetensors, or weights_only
+            open_clip.load_checkpoint(model, str(pretrained), weights_only=True)
+        return model
+    if name.startswith("local-dir:"):  # the folder's own weights
+        return open_clip.create_model(name, **plain)
     if tag is None and not name.startswith("hf-hub:"):
         raise ValueError(f"'open_clip:{name}' names no pretrained weights: write "
                          f"'open_clip:{name}/<tag>' with a tag of "
@@ -219,6 +249,11 @@ def _preprocessing(visual: nn.Module) -> dict:
     """Keyword arguments of :class:`~sktransfer.images.Preprocessing` from the model's
     ``preprocess_cfg`` (resize the shorter side to the input size, centre crop)."""
     config = getattr(visual, "preprocess_cfg", {}) or {}
+    if config.get("resize_mode", "shortest") != "shortest":
+        warnings.warn(f"this open_clip model resizes images with resize_mode="
+                      f"{config['resize_mode']!r}; sktransfer resizes the shorter side and "
+                      "crops the centre, so non-square images embed slightly differently "
+                      "from open_clip's own preprocessing", UserWarning, stacklevel=4)
     size = config.get("size", getattr(visual, "image_size", 224))
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     return {"resize_size": size, "crop_size": size,
