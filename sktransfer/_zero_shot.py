@@ -165,7 +165,7 @@ class ZeroShotClassifier(ClassifierMixin, PretrainedFeatureExtractor):
 
     def __init__(
         self,
-        model: str | nn.Module = DEFAULT_CLIP,
+        model: str = DEFAULT_CLIP,
         *,
         weights: str | os.PathLike | None = "DEFAULT",
         classes: Sequence | None = None,
