@@ -38,8 +38,6 @@ from ._weights import file_id, looks_like_path
 PREFIX = "open_clip:"
 SEGMENTATION = False
 _SCHEMAS = ("local-dir:", "hf-hub:")
-_INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
-                  "nearest": InterpolationMode.NEAREST}
 _HUB_FILES = tuple(f for f in _hub.WEIGHT_FILES if f.startswith("open_clip"))
 
 
@@ -149,26 +147,25 @@ def build(spec: str, weights: object, *, image_size: int | None = None,
     _check_name(open_clip, name)
     options = {} if image_size is None else {"force_image_size": int(image_size)}
     if weights is None:
-        key, weights_id, pretrained = None, None, None
+        weights_id = None
     elif looks_like_path(weights):
         if not Path(weights).is_file():
             raise FileNotFoundError(f"Weights file not found: {weights}")
         weights_id = file_id(weights)
-        key, pretrained = (name, weights_id, image_size), str(weights)
     elif isinstance(weights, str) and weights == "DEFAULT":
         weights_id = f"open_clip:{name}/{tag}" if tag else f"open_clip:{name}"
         if name.startswith("local-dir:"):  # the folder's weights: identified by their file
             weights_id = _folder_weights_id(name)
-        key, pretrained = (name, weights_id, image_size), tag
     else:
         raise ValueError(f"weights={weights!r} for an open_clip model: use 'DEFAULT' (the "
                          "spec's pretrained tag or the folder's weights), None (random) or a "
                          "local open_clip state-dict file (.pt, .bin, .safetensors)")
+    key = None if weights is None else (name, weights_id, image_size)  # random: not kept
     hit = _memo.recall(key, share_weights) if key is not None else None
     if hit is not None:
         model = hit[0]
     else:
-        model = _create(open_clip, name, tag, weights, pretrained, options)
+        model = _create(open_clip, name, tag, weights, options)
         model.eval()
         if key is not None:
             _memo.remember(key, model, {})
@@ -187,7 +184,7 @@ def _folder_weights_id(name: str) -> str:
     return file_id(found) if found else f"open_clip:{folder.resolve()}"
 
 
-def _create(open_clip, name: str, tag: str | None, weights: object, pretrained: str | None,
+def _create(open_clip, name: str, tag: str | None, weights: object,
             options: dict) -> nn.Module:
     """``open_clip.create_model`` with the weights asked for; offline and uncached, a
     :class:`WeightsUnavailableError` at once (no hub retries)."""
@@ -196,7 +193,7 @@ def _create(open_clip, name: str, tag: str | None, weights: object, pretrained: 
         with _quiet_random_init():
             model = open_clip.create_model(name, pretrained=None, load_weights=False, **plain)
         if weights is not None:  # open_clip's own reader: safetensors, or weights_only
-            open_clip.load_checkpoint(model, str(pretrained), weights_only=True)
+            open_clip.load_checkpoint(model, str(weights), weights_only=True)
         return model
     if name.startswith("local-dir:"):  # the folder's own weights
         return open_clip.create_model(name, **plain)
@@ -209,9 +206,11 @@ def _create(open_clip, name: str, tag: str | None, weights: object, pretrained: 
     if tag and not config:
         raise ValueError(f"Unknown pretrained tag {tag!r} for open_clip model {name!r}; "
                          f"its tags are {open_clip.list_pretrained_tags_by_model(name)}")
-    hub_id = (config.get("hf_hub") or "").strip("/") or name.removeprefix("hf-hub:") or None
+    # a tag's hub repo (None: a URL open_clip downloads itself), or the hf-hub: spec's
+    hub_id = (config.get("hf_hub") or "").strip("/") or None if tag else \
+        name.removeprefix("hf-hub:")
     try:
-        _hub.check_available(hub_id if (config.get("hf_hub") or not tag) else None, _HUB_FILES)
+        _hub.check_available(hub_id, _HUB_FILES)
         return open_clip.create_model(name, pretrained=tag, **plain)
     except Exception as exc:  # offline, missing cache, failed download
         raise WeightsUnavailableError(
@@ -247,22 +246,20 @@ def _tokenizer(name: str) -> object:
 
 def _preprocessing(visual: nn.Module) -> dict:
     """Keyword arguments of :class:`~sktransfer.images.Preprocessing` from the model's
-    ``preprocess_cfg`` (resize the shorter side to the input size, centre crop)."""
-    config = getattr(visual, "preprocess_cfg", {}) or {}
-    if config.get("resize_mode", "shortest") != "shortest":
+    ``preprocess_cfg`` (what ``open_clip.create_model_and_transforms`` reads): resize the
+    shorter side to the input size, centre crop, the model's mean and std."""
+    config = visual.preprocess_cfg
+    if config["resize_mode"] != "shortest":
         warnings.warn(f"this open_clip model resizes images with resize_mode="
                       f"{config['resize_mode']!r}; sktransfer resizes the shorter side and "
                       "crops the centre, so non-square images embed slightly differently "
                       "from open_clip's own preprocessing", UserWarning, stacklevel=4)
-    size = config.get("size", getattr(visual, "image_size", 224))
+    size = config["size"]
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     return {"resize_size": size, "crop_size": size,
-            "mean": tuple(float(v) for v in config.get("mean", (0.48145466, 0.4578275,
-                                                                  0.40821073))),
-            "std": tuple(float(v) for v in config.get("std", (0.26862954, 0.26130258,
-                                                                0.27577711))),
-            "interpolation": _INTERPOLATION.get(config.get("interpolation", "bicubic"),
-                                                InterpolationMode.BICUBIC)}
+            "mean": tuple(float(v) for v in config["mean"]),
+            "std": tuple(float(v) for v in config["std"]),
+            "interpolation": InterpolationMode(config["interpolation"])}
 
 
 def _groups(tower: ImageTower) -> list[tuple[str, list[str]]]:
