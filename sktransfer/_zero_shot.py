@@ -16,7 +16,7 @@ from torch import nn
 from ._cost import CostMeter, count_flops
 from ._dask import is_dask_collection
 from ._extractor import PretrainedFeatureExtractor
-from ._validation import CACHE, POSITIVE, Interval, fit_context
+from ._validation import Interval, fit_context
 from .images import as_image_source
 
 #: The open_clip model every ``ZeroShotClassifier`` uses when ``model`` is not given.
@@ -199,8 +199,6 @@ class ZeroShotClassifier(ClassifierMixin, PretrainedFeatureExtractor):
         "templates": [list, tuple, None],
         "class_descriptions": [dict, None],
         "text_anchor": [Interval(Real, 0, None, closed="neither")],
-        "n_jobs": [POSITIVE, None],
-        "cache": CACHE,
     }
 
     # ------------------------------------------------------------------ fit
