@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from ._zero_shot import ZeroShotClassifier as ZeroShotClassifier
     from .backbones import Backbone as Backbone
     from .backbones import load_backbone as load_backbone
+    from .deploy import OnnxModel as OnnxModel
+    from .deploy import export_onnx as export_onnx
+    from .deploy import read_onnx_metadata as read_onnx_metadata
     from .errors import ImageInputError as ImageInputError
     from .errors import WeightsUnavailableError as WeightsUnavailableError
     from .exchange import export_model as export_model
@@ -48,10 +51,12 @@ _EXPORTS = {
     "FineTuneSegmenter": "_segmenter",
     "ImageInputError": "errors",
     "LRFindResult": "_lr_finder",
+    "OnnxModel": "deploy",
     "PretrainedFeatureExtractor": "_extractor",
     "WeightsUnavailableError": "errors",
     "ZeroShotClassifier": "_zero_shot",
     "export_model": "exchange",
+    "export_onnx": "deploy",
     "fit_cost": "_cost",
     "import_model": "exchange",
     "information_maximization_scorer": "_unlabelled",
@@ -59,6 +64,7 @@ _EXPORTS = {
     "mean_iou_score": "_iou",
     "mean_iou_scorer": "_iou",
     "prediction_entropy_scorer": "_unlabelled",
+    "read_onnx_metadata": "deploy",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -175,6 +175,34 @@ def write_csv(path: Path, header: list[str], rows) -> None:
         writer.writerows(rows)
 
 
+# --------------------------------------------------------------------------- model files
+def read_model_file(path: str, architecture: str | None = None):
+    """What a model file holds: a .joblib file's object, a .safetensors export's estimator
+    (pickle-free) or a .onnx graph's :class:`~sktransfer.OnnxModel`; a file that cannot be
+    read exits with ``EXIT_MODEL``."""
+    import joblib
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from .exchange import import_model
+
+            module = resolve_model(architecture) if architecture else None
+            return import_model(path, model=module)  # pickle-free: no code from the file
+        if suffix == ".onnx":
+            if not Path(path).is_file():
+                raise FileNotFoundError(path)
+            from .deploy import OnnxModel
+
+            return OnnxModel(path)
+        return joblib.load(path)
+    except FileNotFoundError:
+        raise CliError(f"model file not found: {path}", EXIT_MODEL) from None
+    except Exception as exc:
+        raise CliError(f"cannot read model file {path}: {type(exc).__name__}: "
+                       f"{exc}", EXIT_MODEL) from None
+
+
 # --------------------------------------------------------------------------- predictions
 def _regression_rows(model, paths: list) -> tuple[list[str], list]:
     pred = np.asarray(model.predict([str(p) for p in paths]), dtype=float)

@@ -11,7 +11,9 @@ from . import _cli_common as common
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``predict`` command's options."""
     p.add_argument("model_file", help="a model written by 'sktransfer fit' (.joblib, or "
-                                      ".safetensors read without unpickling)")
+                                      ".safetensors read without unpickling), or an ONNX "
+                                      "graph written by 'sktransfer export' (.onnx, run "
+                                      "with onnxruntime)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
                    help="for a .safetensors model fine-tuned from a custom network: the "
@@ -32,25 +34,17 @@ def load_inputs(args) -> tuple[object, list[Path]]:
 
 
 def load_model(path: str, architecture: str | None = None):
-    """A fitted classifier or regressor from a .joblib or .safetensors file (else the
-    error exits with ``EXIT_MODEL``)."""
-    import joblib
-
-    try:
-        if Path(path).suffix == ".safetensors":
-            from .exchange import import_model
-
-            module = common.resolve_model(architecture) if architecture else None
-            model = import_model(path, model=module)  # pickle-free: no code from the file
-        else:
-            model = joblib.load(path)
-    except FileNotFoundError:
-        raise common.CliError(f"model file not found: {path}", common.EXIT_MODEL) from None
-    except Exception as exc:
-        raise common.CliError(f"cannot read model file {path}: {type(exc).__name__}: "
-                              f"{exc}", common.EXIT_MODEL) from None
+    """A fitted classifier, regressor or segmenter from a .joblib, .safetensors or .onnx
+    file (else the error exits with ``EXIT_MODEL``)."""
+    model = common.read_model_file(path, architecture)
     from sklearn.base import is_regressor
 
+    if Path(path).suffix.lower() == ".onnx":
+        if model.task_ == "transform":
+            raise common.CliError(f"{path} holds a feature extractor's graph (embeddings); "
+                                  "predict needs a classifier, regressor or segmenter",
+                                  common.EXIT_MODEL)
+        return model
     classifier = hasattr(model, "predict_proba") and hasattr(model, "classes_")
     if not classifier and not (is_regressor(model) and hasattr(model, "predict")):
         raise common.CliError(f"{path} does not hold a fitted classifier or regressor "

@@ -13,6 +13,8 @@ from . import _cli_common as common
 
 def is_segmenter(model) -> bool:
     """Whether ``predict`` writes masks for ``model`` rather than a CSV."""
+    if getattr(model, "task_", None) == "segmenter":  # an exported ONNX graph
+        return True
     return hasattr(model, "n_classes_") and hasattr(model, "ignore_index")
 
 
@@ -74,6 +76,11 @@ def write_masks(model, paths: list[Path], out: str | None) -> int:
     if not out:
         raise common.CliError("a segmentation model writes one PNG mask per image: pass -o "
                               "FOLDER")
+    if getattr(model, "resizes_", True) is False:  # an ONNX graph of fixed input size
+        raise common.CliError(
+            f"{model.path} takes {model.preprocessing_.crop_size}-pixel squares and returns "
+            "masks of that size; export it with 'sktransfer export --resize' to write masks "
+            "at each image's own size")
     folder = Path(out)
     if folder.suffix.lower() == ".csv":
         raise common.CliError(f"-o {out}: a segmentation model writes PNG masks into a folder")

@@ -18,6 +18,7 @@ from ._base import ImageEstimator
 from ._cache import EmbeddingCache, cache_directory, content_bytes, fingerprint
 from ._cost import CostMeter, count_flops
 from ._dask import is_dask_collection
+from ._deployable import Deployable, Normalised, Tapped, frozen_copy
 from ._meta import architecture_key, meta_copy
 from ._seeding import seeded
 from ._validation import CACHE, POSITIVE, fit_context
@@ -274,6 +275,16 @@ class PretrainedFeatureExtractor(TransformerMixin, ImageEstimator):
         backbone.body.load_state_dict(state, strict=True)
         self.precision_ = _runtime.precision_name(self._compute_dtype(self._device()))
         return self._setup(backbone)
+
+    def __sktransfer_deploy__(self) -> Deployable:
+        """What ``transform`` computes, from resized uint8 images to embeddings, as one
+        float32 torch module copied from the fitted network (see :mod:`sktransfer.deploy`)."""
+        check_is_fitted(self, "backbone_")
+        prep = self.backbone_.preprocessing
+        body = frozen_copy(self.backbone_.body)
+        layers = self._layers()
+        network = Normalised(body, prep) if layers is None else Tapped(body, layers, prep)
+        return Deployable(network, "transform", prep)
 
     def transform(self, X: object) -> np.ndarray:
         """Embed images.

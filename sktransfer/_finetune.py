@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from ._dask import is_dask_collection
+from ._deployable import Deployable
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
 from ._losses import WeightedLoss
@@ -259,6 +260,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
 
     def _output(self, info: dict):
         return sigmoid_views if info["multilabel_"] else softmax_views
+
+    # ------------------------------------------------------------------ deployment
+    def _deployable(self, network: nn.Module) -> Deployable:
+        task = "multilabel" if self.multilabel_ else "classifier"
+        return Deployable(network, task, self.preprocessing_, self.classes_)
 
     # ------------------------------------------------------------------ exchange
     def _fitted_targets(self) -> dict:

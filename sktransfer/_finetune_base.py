@@ -27,6 +27,7 @@ from ._base import ImageEstimator
 from ._batchnorm import BatchNormRecalibration, recalibrate
 from ._cost import ComputeCost, CostMeter
 from ._dask import is_dask_collection
+from ._deployable import Deployable, Finished, Mirrored, check_tta, frozen_copy
 from ._losses import WeightedLoss
 from ._lr_finder import LRFindResult, range_test
 from ._plan import GroupPlan, trained_after_warmup, training_plan
@@ -441,6 +442,20 @@ class BaseFineTuner(ImageEstimator):
                   "best_epoch": self.best_epoch_, "lr": self.lr_,
                   "precision": getattr(self, "precision_", None)}
         return self.net_.module_, self.preprocessing_, self._group_members, fitted
+
+    def __sktransfer_deploy__(self) -> Deployable:
+        """What the fitted estimator computes, from resized uint8 images to the outputs of
+        its prediction methods, as one float32 torch module copied from the fitted net
+        (see :mod:`sktransfer.deploy`); ``tta=True`` deploys as the mirror average."""
+        check_is_fitted(self, "net_")
+        network = Finished(frozen_copy(self.net_.module_), self.net_.predict_nonlinearity)
+        if check_tta(self):
+            network = Mirrored(network)
+        return self._deployable(network)
+
+    def _deployable(self, network: nn.Module) -> Deployable:
+        """The :class:`Deployable` of the net with its output function applied."""
+        raise NotImplementedError
 
     def __sktransfer_restore__(self, backbone, state: dict, fitted: dict) -> BaseFineTuner:
         """Become the fitted estimator that :meth:`__sktransfer_export__` described.

@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._dask import is_dask_collection
+from ._deployable import Deployable, Linear
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
 from ._losses import WeightedLoss
@@ -179,6 +180,11 @@ class FineTuneRegressor(RegressorMixin, BaseFineTuner):
 
     def _output(self, info: dict):
         return mean_views
+
+    # ------------------------------------------------------------------ deployment
+    def _deployable(self, network: nn.Module) -> Deployable:
+        network = Linear(network, None, self.y_scale_, self.y_mean_, squeeze=self.y_1d_)
+        return Deployable(network, "regressor", self.preprocessing_)
 
     # ------------------------------------------------------------------ exchange
     def _fitted_targets(self) -> dict:

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from . import _losses, _runtime
 from ._dask import is_dask_collection
+from ._deployable import Deployable, Mirrored, frozen_copy
 from ._fcn import (
     SKIP_SCALES,
     FCNHead,
@@ -303,6 +304,17 @@ class FineTuneSegmenter(BaseFineTuner):
 
     def _output(self, info: dict):
         return softmax_pixels
+
+    # ------------------------------------------------------------------ deployment
+    def __sktransfer_deploy__(self) -> Deployable:
+        """The fitted net's class scores at the network's input size (``tta``: the mirror
+        average); probabilities and masks at each image's size are taken from them."""
+        check_is_fitted(self, "net_")
+        check_param(self, "tta")
+        network = frozen_copy(self.net_.module_)
+        if self.tta:
+            network = Mirrored(network, maps=True)
+        return Deployable(network, "segmenter", self.preprocessing_, np.arange(self.n_classes_))
 
     # ------------------------------------------------------------------ exchange
     def _fitted_targets(self) -> dict:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ._cost import CostMeter, count_flops
 from ._dask import is_dask_collection
+from ._deployable import Deployable, Linear
 from ._extractor import PretrainedFeatureExtractor
 from ._validation import Interval, fit_context
 from .images import as_image_source
@@ -338,6 +339,16 @@ class ZeroShotClassifier(ClassifierMixin, PretrainedFeatureExtractor):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False  # the classes may come from `classes`
         return tags
+
+    # ------------------------------------------------------------------ deployment
+    def __sktransfer_deploy__(self) -> Deployable:
+        """What ``predict_proba`` computes: the image tower, the class weights scaled by
+        ``logit_scale_``, a softmax (see :mod:`sktransfer.deploy`)."""
+        check_is_fitted(self, "classes_")
+        tower = super().__sktransfer_deploy__()
+        network = Linear(tower.network, self.coef_, self.logit_scale_, 0.0,
+                         finish=nn.Softmax(dim=1))
+        return Deployable(network, "classifier", tower.preprocessing, self.classes_)
 
     # ------------------------------------------------------------------ exchange
     def __sktransfer_export__(self) -> tuple[nn.Module, object, list, dict]:

@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from . import _cli_common as common
-from . import _cli_extract, _cli_fit, _cli_predict, _cli_segmentation, _cli_zero_shot
+from . import (
+    _cli_export,
+    _cli_extract,
+    _cli_fit,
+    _cli_predict,
+    _cli_segmentation,
+    _cli_zero_shot,
+)
 
 __all__ = ["main"]
 
@@ -33,6 +40,8 @@ _COMMANDS = [
      _cli_fit.add_arguments, _fit),
     ("predict", "predict with a saved model; writes CSV (PNG masks for a segmentation model)",
      _cli_predict.add_arguments, _predict),
+    ("export", "write a saved model as one ONNX graph (pixels to predictions) for any app",
+     _cli_export.add_arguments, _cli_export.export),
     ("zero-shot", "label images with classes named in text (few-shot with --shots)",
      _cli_zero_shot.add_arguments, _cli_zero_shot.zero_shot),
 ]

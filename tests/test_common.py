@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from numpydoc.docscrape import NumpyDocString, Parameter
+from PIL import Image
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as sk_checks
@@ -188,6 +189,33 @@ def test_export_restore_pair_recreates_the_fitted_estimator(case):
     assert restored is fresh
     np.testing.assert_allclose(getattr(restored, method)(X_IMAGES),
                                getattr(est, method)(X_IMAGES), rtol=1e-5, atol=1e-6)
+
+
+# What each estimator's ONNX graph returns in place of ``method`` (see sktransfer.deploy).
+ONNX_OUTPUT = {"transform": "embeddings", "predict_proba": "probabilities",
+               "predict": "predictions"}
+
+
+def test_every_estimator_deploys_as_one_onnx_graph_that_agrees(case, tmp_path):
+    """export_onnx writes every public estimator as one graph from uint8 pixels, whose
+    output matches the estimator's own (float32) within 1e-4."""
+    ort = pytest.importorskip("onnxruntime")  # the sktransfer[onnx] extra
+    from sktransfer import export_onnx
+
+    _, factory, method, y = case
+    est = factory().set_params(precision="float32").fit(X_IMAGES, y)
+    path = export_onnx(est, tmp_path / "model.onnx")
+    side = est.__sktransfer_deploy__().preprocessing.crop_size
+    X = X_IMAGES[:, 1:1 + side, 1:1 + side] if side <= 16 else np.stack(
+        [np.asarray(Image.fromarray(x).resize((side, side))) for x in X_IMAGES])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = dict(zip([o.name for o in session.get_outputs()],
+                       session.run(None, {"images": np.ascontiguousarray(X)}), strict=True))
+    np.testing.assert_allclose(outputs[ONNX_OUTPUT[method]], getattr(est, method)(X),
+                               atol=1e-4, rtol=1e-4)
+    if "label" in outputs or "mask" in outputs:
+        name = "label" if "label" in outputs else "mask"
+        np.testing.assert_array_equal(outputs[name], est.predict(X))
 
 
 def test_tags_are_honest_about_image_input(case):

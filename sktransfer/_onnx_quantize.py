@@ -1,0 +1,122 @@
+"""int8 quantisation of an exported network with onnxruntime's quantisation tools.
+
+Static (``calibration`` images given): weights int8 per output channel, activations uint8
+with ranges calibrated on the images, in the QDQ format that onnxruntime fuses into int8
+convolutions and matrix products (VNNI and AMX on x86, dot-product instructions on Arm).
+Dynamic (no images): weights int8, activation ranges computed per batch at run time;
+only matrix products are quantised, which is what pays off for transformers, and
+convolutional networks are refused (onnxruntime runs dynamically quantised convolutions,
+ConvInteger, slower than float32).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ._deployable import Deployable
+
+QUANTIZE = ("int8",)
+MIN_CALIBRATION = 8  # fewer images give activation ranges that clip whatever they missed
+
+
+def check_quantize(quantize: object, calibration: object) -> None:
+    """Refuse unknown quantisation requests, and calibration images without one."""
+    if quantize is None:
+        if calibration is not None:
+            raise ValueError("calibration images are only used with quantize='int8'")
+        return
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {list(QUANTIZE)} or None, got {quantize!r} "
+                         "(onnxruntime's CPU kernels speed up int8, not other types)")
+
+
+def quantize_network(network: onnx.ModelProto, deployable: Deployable,
+                     calibration: object) -> onnx.ModelProto:
+    """``network`` (input ``images``) quantised to int8: static with ``calibration``
+    images, else dynamic."""
+    convs = sum(node.op_type == "Conv" for node in network.graph.node)
+    with tempfile.TemporaryDirectory(prefix="sktransfer-quant-") as tmp:
+        source, target = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save_model(network, source)
+        if calibration is None:
+            if convs:
+                raise ValueError(
+                    f"dynamic int8 quantisation (no calibration images) is refused for this "
+                    f"network's {convs} convolutions: onnxruntime runs dynamically quantised "
+                    "convolutions (ConvInteger) slower than float32. Pass calibration=<a few "
+                    "hundred training images> for static quantisation")
+            _dynamic(source, target)
+        else:
+            _static(source, target, _calibration_batches(deployable, calibration))
+        return onnx.load_model(target)
+
+
+def _dynamic(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gemm"],
+                     weight_type=QuantType.QInt8, per_channel=True)
+
+
+def _static(source: Path, target: Path, batches: list[np.ndarray]) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch}
+
+    prepared = source.with_name("prepared.onnx")
+    try:  # folds and fuses what it can first (BatchNorm into Conv), as onnxruntime advises
+        quant_pre_process(source, prepared, skip_symbolic_shape=True)
+    except Exception:  # an optimisation only: quantise the graph as exported
+        prepared = source
+    graph = onnx.load_model(prepared)
+    first_conv = next((n.name for n in graph.graph.node if n.op_type == "Conv"), None)
+    quantize_static(prepared, target, Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                    # the stem sees the normalised pixels: quantised, it alone took the
+                    # embeddings' cosine to float32 from 0.98 to 0.95 (EfficientNet-Lite0)
+                    nodes_to_exclude=[first_conv] if first_conv else [],
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+
+
+def _calibration_batches(deployable: Deployable, calibration: object,
+                         batch_size: int = 32) -> list[np.ndarray]:
+    """The calibration images prepared as the graph's input: uint8 ``(n, S, S, 3)``
+    batches of one size (the histogram calibrators need equal batches; the last
+    incomplete one is dropped when there is a full one)."""
+    import torch
+
+    from .images import as_image_source, iter_batches
+
+    source = as_image_source(calibration)
+    if len(source) < MIN_CALIBRATION:
+        raise ValueError(f"static int8 quantisation needs at least {MIN_CALIBRATION} "
+                         f"calibration images to measure activation ranges, got {len(source)}")
+    batches = []
+    for _, batch in iter_batches(source, deployable.preprocessing, batch_size, n_workers=1):
+        if batch.dtype != torch.uint8:  # float images in [0, 1]
+            batch = batch.mul(255).round().clamp(0, 255).to(torch.uint8)
+        batches.append(batch.permute(0, 2, 3, 1).contiguous().numpy())
+    if len(batches) > 1 and len(batches[-1]) != len(batches[0]):
+        batches.pop()
+    return batches
+
+
+__all__: list[str] = []
