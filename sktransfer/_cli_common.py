@@ -218,7 +218,12 @@ def _regression_rows(model, paths: list) -> tuple[list[str], list]:
 
 def write_predictions(model, paths: list[Path], out: str | None) -> int:
     """A CSV row per image (label and probabilities, or estimates) to ``out`` or stdout."""
-    if not hasattr(model, "predict_proba"):
+    if not hasattr(model, "predict_proba") and getattr(model, "task_", None) == "classifier":
+        # an ONNX graph of a classifier without probabilities (SVC): its labels only
+        header = ["path", "label"]
+        rows = ([str(p), str(lab)] for p, lab in zip(
+            paths, model.predict([str(p) for p in paths]), strict=True))
+    elif not hasattr(model, "predict_proba"):
         header, rows = _regression_rows(model, paths)
     else:
         proba = model.predict_proba([str(p) for p in paths])

@@ -43,14 +43,13 @@ def export(args) -> int:
         paths, skipped = list_images(args.calibration)
         common.warn_skipped(skipped)
         calibration = [str(p) for p in paths]
-    if args.quantize and calibration is None:
-        print("note: no --calibration images: dynamic int8 quantisation (weights only)",
-              file=sys.stderr)
     try:
         path = export_onnx(model, args.out, opset=args.opset, quantize=args.quantize,
                            calibration=calibration, resize=args.resize)
-    except TypeError as exc:  # not an exportable model: the file's fault, not the options'
+    except (TypeError, RuntimeError) as exc:  # not exportable: the model's doing
         raise common.CliError(f"{args.model_file}: {exc}", common.EXIT_MODEL) from None
+    except ImportError as exc:  # the onnx extra is missing
+        raise common.CliError(str(exc), common.EXIT_INPUT) from None
     meta = read_onnx_metadata(path)
     size = meta["input"]["size"]
     takes = "any size" if size is None else f"{size[0]}x{size[1]}"

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__
-from ._deployable import Deployable
+
+if TYPE_CHECKING:
+    from ._deployable import Deployable
 
 _META_PREFIX = "sktransfer."
 
@@ -78,7 +81,9 @@ def describe(graph, estimator, deployable: Deployable, task: str, classes, outpu
         "preprocessing": {
             "resize_size": None if square else prep.resize_size, "crop_size": prep.crop_size,
             "mean": list(prep.mean), "std": list(prep.std),
-            "interpolation": prep.interpolation.value, "in_graph": bool(resize),
+            # a segmenter resizes its images bilinear, whatever the weights say
+            "interpolation": "bilinear" if square else prep.interpolation.value,
+            "in_graph": bool(resize),
             "resize": ("to crop_size x crop_size" if square else
                        "shorter side to resize_size, then the centre crop_size square"),
         },

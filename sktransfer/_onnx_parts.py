@@ -23,20 +23,23 @@ ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3  # what skl2onnx writes for scikit-learn's models; onnxruntime runs 1-5
 
 
-def opsets(opset: int, ml: bool = False) -> list:
-    """The opset imports of a graph at ``opset`` (and the ML domain's where used)."""
-    ids = [helper.make_opsetid("", opset)]
-    if ml:
-        ids.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
-    return ids
-
-
 def model(graph: onnx.GraphProto, opset: int) -> onnx.ModelProto:
-    """A model of ``graph`` at ``opset``, at the lowest IR version that holds it (so the
-    oldest runtimes that know the opset can load it)."""
-    ids = opsets(opset)
+    """A model of ``graph`` at ``opset``."""
+    ids = [helper.make_opsetid("", opset)]
     return helper.make_model(graph, opset_imports=ids,
                              ir_version=helper.find_min_ir_version_for(ids))
+
+
+def finish(m: onnx.ModelProto) -> None:
+    """Each opset imported once, and the lowest IR version that holds them, so that the
+    oldest runtimes that know the opset load the model (in place)."""
+    domains: dict[str, int] = {}
+    for op in m.opset_import:
+        domains[op.domain] = max(domains.get(op.domain, 0), op.version)
+    ids = [helper.make_opsetid(d, v) for d, v in domains.items()]
+    del m.opset_import[:]
+    m.opset_import.extend(ids)
+    m.ir_version = helper.find_min_ir_version_for(ids, ignore_unknown=True)  # com.microsoft
 
 
 # torchvision's interpolation -> ONNX Resize's mode; antialiased bicubic is Pillow's
@@ -157,7 +160,7 @@ def label_values(classes: np.ndarray) -> tuple[list, int]:
     classes = np.asarray(classes)
     if classes.dtype.kind in "iu":
         return [int(c) for c in classes], TensorProto.INT64
-    if classes.dtype.kind in "US" or all(isinstance(c, str) for c in classes):
+    if classes.dtype.kind == "U" or all(isinstance(c, str) for c in classes):
         return [str(c).encode() for c in classes], TensorProto.STRING
     raise ValueError(
         f"the fitted labels {list(classes)[:5]} (dtype {classes.dtype}) cannot be ONNX "

@@ -4,9 +4,10 @@ Static (``calibration`` images given): weights int8 per output channel, activati
 with ranges calibrated on the images, in the QDQ format that onnxruntime fuses into int8
 convolutions and matrix products (VNNI and AMX on x86, dot-product instructions on Arm).
 Dynamic (no images): weights int8, activation ranges computed per batch at run time;
-only matrix products are quantised, which is what pays off for transformers, and
-convolutional networks are refused (onnxruntime runs dynamically quantised convolutions,
-ConvInteger, slower than float32).
+only matrix products (MatMul, Gemm) are quantised, which is what pays off for
+transformers. Networks whose work is mostly convolutions are refused: their convolutions
+would stay float32 (onnxruntime's dynamically quantised convolutions, ConvInteger, run
+slower than float32), so dynamic quantisation would change next to nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 
 from ._deployable import Deployable
 
@@ -38,17 +40,19 @@ def quantize_network(network: onnx.ModelProto, deployable: Deployable,
                      calibration: object) -> onnx.ModelProto:
     """``network`` (input ``images``) quantised to int8: static with ``calibration``
     images, else dynamic."""
-    convs = sum(node.op_type == "Conv" for node in network.graph.node)
+    ops = [node.op_type for node in network.graph.node]
+    convs, products = ops.count("Conv"), ops.count("MatMul") + ops.count("Gemm")
+    if calibration is None and convs > products:
+        raise ValueError(
+            f"dynamic int8 quantisation (no calibration images) quantises matrix products "
+            f"only, and this network's work is in its {convs} convolutions (against "
+            f"{products} matrix products), which would stay float32 (onnxruntime runs "
+            "dynamically quantised convolutions, ConvInteger, slower than float32). Pass "
+            "calibration=<a few hundred training images> for static quantisation")
     with tempfile.TemporaryDirectory(prefix="sktransfer-quant-") as tmp:
         source, target = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(network, source)
         if calibration is None:
-            if convs:
-                raise ValueError(
-                    f"dynamic int8 quantisation (no calibration images) is refused for this "
-                    f"network's {convs} convolutions: onnxruntime runs dynamically quantised "
-                    "convolutions (ConvInteger) slower than float32. Pass calibration=<a few "
-                    "hundred training images> for static quantisation")
             _dynamic(source, target)
         else:
             _static(source, target, _calibration_batches(deployable, calibration))
@@ -100,23 +104,36 @@ def _calibration_batches(deployable: Deployable, calibration: object,
                          batch_size: int = 32) -> list[np.ndarray]:
     """The calibration images prepared as the graph's input: uint8 ``(n, S, S, 3)``
     batches of one size (the histogram calibrators need equal batches; the last
-    incomplete one is dropped when there is a full one)."""
-    import torch
-
+    incomplete one is dropped when there is a full one), resized as the estimator does
+    (a segmenter's: to the square)."""
     from .images import as_image_source, iter_batches
 
     source = as_image_source(calibration)
     if len(source) < MIN_CALIBRATION:
         raise ValueError(f"static int8 quantisation needs at least {MIN_CALIBRATION} "
                          f"calibration images to measure activation ranges, got {len(source)}")
-    batches = []
-    for _, batch in iter_batches(source, deployable.preprocessing, batch_size, n_workers=1):
-        if batch.dtype != torch.uint8:  # float images in [0, 1]
-            batch = batch.mul(255).round().clamp(0, 255).to(torch.uint8)
-        batches.append(batch.permute(0, 2, 3, 1).contiguous().numpy())
+    prep = deployable.preprocessing
+    if deployable.task == "segmenter":
+        from ._segmentation_data import SegmentationDataset
+
+        data = SegmentationDataset(source, prep.crop_size)
+        images = [as_uint8(data[i][0]) for i in range(len(source))]
+        tensors = [torch.stack(images[i:i + batch_size])
+                   for i in range(0, len(images), batch_size)]
+    else:
+        tensors = [batch for _, batch in iter_batches(source, prep, batch_size, n_workers=1)]
+    batches = [as_uint8(batch).permute(0, 2, 3, 1).contiguous().numpy() for batch in tensors]
     if len(batches) > 1 and len(batches[-1]) != len(batches[0]):
         batches.pop()
     return batches
+
+
+def as_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images as they are; float images in ``[0, 1]`` rounded to uint8 (the graph's
+    input type)."""
+    if images.dtype == torch.uint8:
+        return images
+    return images.mul(255).round().clamp(0, 255).to(torch.uint8)
 
 
 __all__: list[str] = []

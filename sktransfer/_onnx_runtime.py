@@ -8,8 +8,10 @@ import os
 import numpy as np
 import torch
 from sklearn.utils.metaestimators import available_if
+from torchvision.transforms import InterpolationMode
 
 from ._onnx_contract import read_onnx_metadata, require
+from ._onnx_quantize import as_uint8
 from .images import Preprocessing, as_image_source, image_tensor, iter_batches
 
 _PROBABILITIES = ("classifier", "multilabel", "segmenter")
@@ -25,6 +27,12 @@ def _predicts(model: OnnxModel) -> bool:
 
 class OnnxModel:
     """An exported ONNX graph, predicting like the estimator it was exported from.
+
+    Images are decoded, resized and cropped by the library's own code, as the estimators
+    do, then given to the graph as uint8 (float images in ``[0, 1]`` are rounded to
+    uint8 first, where the estimators compute on the floats). A segmentation graph
+    exported without ``resize`` returns masks at its input size; exported with
+    ``resize=True``, at each image's size, as the estimator.
 
     Parameters
     ----------
@@ -70,7 +78,9 @@ class OnnxModel:
             self.n_classes_ = len(self.classes_)
         p = self.metadata_["preprocessing"]
         crop = int(p["crop_size"])
-        self.preprocessing_ = Preprocessing(int(p["resize_size"] or crop), crop)
+        self.preprocessing_ = Preprocessing(
+            int(p["resize_size"] or crop), crop, tuple(p["mean"]), tuple(p["std"]),
+            InterpolationMode(p["interpolation"]))
         self.resizes_ = bool(p["in_graph"])
 
     @available_if(_has_probabilities)
@@ -156,12 +166,10 @@ class OnnxModel:
             from ._segmentation_data import resize_image
 
             image = resize_image(image, self.preprocessing_.crop_size)
-        return image
+        return as_uint8(image)  # before grouping: a group mixes no dtypes
 
     def _call(self, batch: torch.Tensor, output: str) -> np.ndarray:
-        if batch.dtype != torch.uint8:  # float images in [0, 1]
-            batch = batch.mul(255).round().clamp(0, 255).to(torch.uint8)
-        images = batch.permute(0, 2, 3, 1).contiguous().numpy()
+        images = as_uint8(batch).permute(0, 2, 3, 1).contiguous().numpy()
         return self.session_.run([output], {"images": images})[0]
 
 

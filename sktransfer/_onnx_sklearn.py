@@ -40,6 +40,26 @@ def _failing_step(steps: list[tuple[str, object]], convert) -> tuple[str, object
     return steps[-1]
 
 
+def check_final_step(name: str, final: object) -> None:
+    """Refuse, naming it, a last step the contract has no outputs for: one predicting
+    several outputs (multi-label, multi-output) or clusters."""
+    from sklearn.base import is_clusterer
+
+    if is_clusterer(final) or not (is_classifier(final) or is_regressor(final)
+                                   or hasattr(final, "transform")):
+        raise TypeError(
+            f"pipeline step {name!r} ({type(final).__name__}) is neither a classifier, a "
+            "regressor nor a transformer; export_onnx writes labels and probabilities, "
+            "predictions or embeddings")
+    classes = getattr(final, "classes_", None)
+    if is_classifier(final) and (isinstance(classes, list) or np.ndim(classes) != 1):
+        raise TypeError(
+            f"pipeline step {name!r} ({type(final).__name__}) predicts several outputs "
+            "(multi-label or multi-output), which export_onnx writes only for "
+            "FineTuneClassifier: fit a FineTuneClassifier on the label matrix, or export "
+            "one pipeline per label")
+
+
 def task_of(final: object) -> str:
     """What the last step makes: ``"classifier"``, ``"regressor"`` or ``"transform"``."""
     if is_classifier(final):

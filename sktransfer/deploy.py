@@ -49,8 +49,8 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
     path : path
         The ``.onnx`` file to write (atomically).
     opset : int, default=None
-        ONNX opset of the graph, 18 or more; ``None`` means 18 (onnxruntime 1.14 and
-        later run it).
+        ONNX opset of the graph, 18 or more; ``None`` means 18 (IR version 8:
+        onnxruntime 1.14 and later run it).
     quantize : {"int8"}, default=None
         Quantise the network's convolutions and matrix products to int8 with
         onnxruntime's quantisation: static (activation ranges calibrated on
@@ -62,8 +62,8 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
         static quantisation; a few hundred from the training set are typical.
     resize : bool, default=False
         Put the resize and centre crop inside the graph, so that it takes decoded
-        images of any size (one size per call); within one grey level of the library's
-        own resizing on every pixel (see the Deploying guide).
+        images of any size (one size per call); every pixel within one grey level of
+        the library's own resizing (two for bicubic weights; see the Deploying guide).
 
     Returns
     -------
@@ -81,8 +81,10 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
     require("onnx", "onnxruntime", "onnxscript")
     from ._onnx_network import export_network
     from ._onnx_parts import (
+        finish,
         join,
         label_graph,
+        rename_output,
         resize_graph,
         segmentation_graph,
     )
@@ -94,6 +96,11 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
     resize = _check_bool(resize, "resize")
     estimator = best_estimator(estimator)
     deployable, rest, name = _deployable_of(estimator)
+    if rest:
+        require("skl2onnx")
+        from ._onnx_sklearn import check_final_step, convert_steps, task_of
+
+        check_final_step(*rest[-1])
     prep = deployable.preprocessing
     network = export_network(deployable, opset, name)
     if quantize is not None:
@@ -101,12 +108,10 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
     outputs, classes = _outputs(deployable, rest)
     task = deployable.task
     if rest:
-        require("skl2onnx")
-        from ._onnx_sklearn import convert_steps, task_of
-
         head, outputs = convert_steps(rest, _n_features(network), opset,
                                       squeeze=_target_1d(estimator))
-        graph = join(network, head, [("embeddings", "features")], "head/", outputs)
+        rename_output(network, "embeddings", "network_embeddings")  # the head's may be too
+        graph = join(network, head, [("network_embeddings", "features")], "head/", outputs)
         task = task_of(rest[-1][1])
     elif task in ("classifier", "multilabel"):
         graph = join(network, label_graph(classes, task == "multilabel", opset),
@@ -121,11 +126,16 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
         graph = join(graph, segmentation_graph(len(classes), prep.crop_size, resize, opset),
                      io_map, "finish/")
     _check_outputs(graph, outputs)
+    finish(graph)
     describe(graph, estimator, deployable, task, classes, outputs, resize, quantize,
-              calibration)
+             calibration)
     import onnx
 
-    onnx.checker.check_model(graph, full_check=True)
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+    except Exception as exc:  # a graph this function built wrong: not the user's doing
+        raise RuntimeError(f"the ONNX graph of this {name} failed onnx's checker: {exc}; "
+                           "please report it") from exc
     return atomic_dump(graph, path, dump=lambda m, p: onnx.save_model(m, p))
 
 
@@ -179,8 +189,14 @@ def _outputs(deployable: Deployable, rest: list) -> tuple[list[str], np.ndarray 
     task = deployable.task
     classes = deployable.classes
     if rest:
+        from ._onnx_parts import label_values
+
         final = rest[-1][1]
-        return [], np.asarray(final.classes_) if hasattr(final, "classes_") else None
+        if not hasattr(final, "classes_"):
+            return [], None
+        classes = np.asarray(final.classes_)
+        label_values(classes)  # int64 or strings, as for the estimators' own labels
+        return [], classes
     return {"transform": ["embeddings"], "classifier": ["label", "probabilities"],
             "multilabel": ["label", "probabilities"], "regressor": ["predictions"],
             "segmenter": ["mask", "probabilities"]}[task], classes

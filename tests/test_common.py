@@ -198,13 +198,16 @@ ONNX_OUTPUT = {"transform": "embeddings", "predict_proba": "probabilities",
 
 def test_every_estimator_deploys_as_one_onnx_graph_that_agrees(case, tmp_path):
     """export_onnx writes every public estimator as one graph from uint8 pixels, whose
-    output matches the estimator's own (float32) within 1e-4."""
+    output matches the estimator's own (float32) within 1e-4; the estimator predicts as
+    before."""
     ort = pytest.importorskip("onnxruntime")  # the sktransfer[onnx] extra
     from sktransfer import export_onnx
 
     _, factory, method, y = case
     est = factory().set_params(precision="float32").fit(X_IMAGES, y)
+    before = getattr(est, method)(X_IMAGES)
     path = export_onnx(est, tmp_path / "model.onnx")
+    np.testing.assert_array_equal(getattr(est, method)(X_IMAGES), before)  # not mutated
     side = est.__sktransfer_deploy__().preprocessing.crop_size
     X = X_IMAGES[:, 1:1 + side, 1:1 + side] if side <= 16 else np.stack(
         [np.asarray(Image.fromarray(x).resize((side, side))) for x in X_IMAGES])

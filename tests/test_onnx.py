@@ -84,7 +84,7 @@ def classifier():
 @pytest.mark.parametrize("tail", [
     [StandardScaler(), LogisticRegression(max_iter=500)],
     [PCA(n_components=4), LogisticRegression(max_iter=500)],
-    [StandardScaler(), SVC(probability=False)],
+    [StandardScaler(), SVC()],
     [RandomForestClassifier(n_estimators=5, random_state=0)],
     [KNeighborsClassifier(n_neighbors=3)],
 ], ids=["scaler-logistic", "pca-logistic", "svc", "forest", "knn"])
@@ -117,6 +117,36 @@ def test_pipeline_regressor_and_search_export_the_best_estimator(tmp_path):
     np.testing.assert_allclose(out["predictions"], pred, rtol=1e-4, atol=1e-4)
     meta = read_onnx_metadata(path)
     assert meta["task"] == "regressor" and meta["estimator"].startswith("Pipeline(")
+
+
+def test_pipeline_of_transformers_gives_their_embeddings(tmp_path):
+    X, _ = coloured(12)
+    pipe = make_pipeline(PretrainedFeatureExtractor(tiny_cnn(), **KW), StandardScaler(),
+                         PCA(n_components=4)).fit(X)
+    out = run_graph(export_onnx(pipe, tmp_path / "t.onnx"),
+                    at_input_size(pipe[0].backbone_.preprocessing, X))
+    assert list(out) == ["embeddings"]
+    np.testing.assert_allclose(out["embeddings"], pipe.transform(X), atol=1e-4)
+
+
+def test_final_steps_without_contract_outputs_are_refused_by_name(tmp_path):
+    from sklearn.cluster import KMeans
+
+    X, y = coloured(12)
+    clusters = make_pipeline(PretrainedFeatureExtractor(tiny_cnn(), **KW),
+                             KMeans(2, n_init=1, random_state=0)).fit(X)
+    with pytest.raises(TypeError, match="'kmeans' .*neither a classifier"):
+        export_onnx(clusters, tmp_path / "k.onnx")
+    Y = np.stack([y == 0, y == 1], axis=1).astype(int)
+    several = make_pipeline(PretrainedFeatureExtractor(tiny_cnn(), **KW),
+                            KNeighborsClassifier(3)).fit(X, Y)
+    with pytest.raises(TypeError, match="'kneighborsclassifier' .*several outputs"):
+        export_onnx(several, tmp_path / "m.onnx")
+    booleans = make_pipeline(PretrainedFeatureExtractor(tiny_cnn(), **KW),
+                             LogisticRegression()).fit(X, y == 0)
+    with pytest.raises(ValueError, match="int64 or strings"):
+        export_onnx(booleans, tmp_path / "b.onnx")
+    assert not list(tmp_path.glob("*.onnx"))
 
 
 def test_search_over_a_fine_tuner_exports_its_best_estimator(tmp_path):
@@ -163,6 +193,7 @@ def test_segmenter_masks_agree_at_every_size_with_resize(tmp_path):
     seg = FineTuneSegmenter(tiny_cnn(), image_size=16, max_epochs=3, lr=3e-2, random_state=0,
                             precision="float32").fit(X, masks)
     path = export_onnx(seg, tmp_path / "s.onnx", resize=True)
+    assert read_onnx_metadata(path)["preprocessing"]["interpolation"] == "bilinear"
     model = OnnxModel(path)
     test = [coloured(2, size=s, seed=s)[0][i] for s, i in ((20, 0), (31, 1), (12, 0))]
     for image, mask in zip(test, model.predict(test), strict=True):
@@ -197,13 +228,27 @@ def test_real_efficientnet_lite0_pipeline_agrees(tmp_path):
 
 @pytest.mark.parametrize("name", ["convnext_atto", "vit_tiny_patch16_224"])
 def test_timm_families_agree(tmp_path, name):
+    """timm's ConvNeXt and ViT (random init; bicubic preprocessing): the graph agrees
+    within 1e-4, also through OnnxModel's resizing; a ViT quantises dynamically."""
     pytest.importorskip("timm")
-    X, y = coloured(12, size=32)
-    clf = FineTuneClassifier(f"timm:{name}", weights=None, image_size=32, resize_size=32,
+    X, y = coloured(12, size=40)
+    clf = FineTuneClassifier(f"timm:{name}", weights=None, image_size=32, resize_size=36,
                              max_epochs=1, random_state=0, precision="float32").fit(X, y)
-    out = run_graph(export_onnx(clf, tmp_path / "t.onnx"), X)
-    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X), atol=1e-4)
+    assert clf.preprocessing_.interpolation.value == "bicubic"
+    path = export_onnx(clf, tmp_path / "t.onnx")
+    out = run_graph(path, at_input_size(clf.preprocessing_, X))
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(out["probabilities"], proba, atol=1e-4)
     np.testing.assert_array_equal(out["label"], clf.predict(X))
+    np.testing.assert_allclose(OnnxModel(path).predict_proba(X), proba, atol=1e-4)
+    if name.startswith("vit"):  # matrix products: dynamic int8 needs no calibration
+        import onnx
+
+        quantized = export_onnx(clf, tmp_path / "q.onnx", quantize="int8")
+        assert "DynamicQuantizeLinear" in {n.op_type for n in onnx.load(quantized).graph.node}
+        assert read_onnx_metadata(quantized)["quantization"] == "int8 dynamic"
+        np.testing.assert_allclose(run_graph(quantized, at_input_size(
+            clf.preprocessing_, X))["probabilities"], proba, atol=0.05)
 
 
 # ------------------------------------------------------------------ resizing in the graph
@@ -235,6 +280,10 @@ def test_resize_graph_takes_any_size_and_agrees_on_labels(tmp_path, classifier):
         np.testing.assert_allclose(model.predict_proba(X), classifier.predict_proba(X),
                                    atol=0.02)
     assert read_onnx_metadata(path)["input"]["size"] is None
+    image = coloured(1, size=30, seed=4)[0][0]
+    as_float = torch.from_numpy(image).permute(2, 0, 1).float() / 255  # a float tensor
+    mixed = model.predict_proba([image, as_float])
+    np.testing.assert_allclose(mixed[0], mixed[1], atol=1e-6)
 
 
 # ------------------------------------------------------------------ metadata
@@ -253,6 +302,11 @@ def test_metadata_states_the_contract(tmp_path, classifier):
     assert meta["preprocessing"]["resize_size"] == prep.resize_size == 20
     assert meta["preprocessing"]["mean"] == list(prep.mean)
     assert meta["backbone"] == {"custom": "torch.nn.modules.container.Sequential"}
+    import onnx
+
+    graph = onnx.load(path)
+    assert graph.ir_version == 8  # the lowest for opset 18: onnxruntime 1.14 and later
+    assert [(o.domain, o.version) for o in graph.opset_import] == [("", 18)]
     session = ort.InferenceSession(str(path))
     assert [i.name for i in session.get_inputs()] == ["images"]
     assert session.get_inputs()[0].type == "tensor(uint8)"
@@ -369,6 +423,25 @@ def test_cli_export_then_predict_with_onnxruntime(tmp_path, classifier):
     assert read_onnx_metadata(tmp_path / "q.onnx")["quantization"] == "int8 static"
     assert main(["export", str(tmp_path / "model.joblib"), "-o",
                  str(tmp_path / "x.onnx"), "--opset", "3"]) == 2
+
+
+def test_cli_predicts_labels_of_a_graph_without_probabilities(tmp_path):
+    import joblib
+
+    from sktransfer.cli import main
+
+    X, y = coloured(12)
+    pipe = make_pipeline(PretrainedFeatureExtractor(tiny_cnn(), **KW), SVC()).fit(
+        X, np.array(["red", "green", "blue"])[y])
+    joblib.dump(pipe, tmp_path / "svc.joblib")
+    folder, _ = _folder(tmp_path, n=3)
+    assert main(["export", str(tmp_path / "svc.joblib"), "-o", str(tmp_path / "s.onnx")]) == 0
+    assert main(["predict", str(tmp_path / "s.onnx"), str(folder), "-o",
+                 str(tmp_path / "s.csv")]) == 0
+    rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert rows[0] == "path,label" and len(rows) == 4
+    paths = [r.split(",")[0] for r in rows[1:]]
+    assert [r.split(",")[1] for r in rows[1:]] == list(pipe.predict(paths))
 
 
 def test_example_app_runs_without_torch_or_sklearn(tmp_path, classifier):
