@@ -11,7 +11,13 @@
     overhead < 5% of a task;
 (h) segmentation (FCN-8s) training time per epoch and predict images/s vs a hand-written
     FCN loop, targets <= 1.10 and >= 0.95 (the mean-IoU comparison runs on its own:
-    bench_segmentation.py --part quality).
+    bench_segmentation.py --part quality);
+(i) ZeroShotClassifier image embedding vs open_clip's own loop, target >= 0.95, and
+    few-shot accuracy vs zero-shot and LogisticRegression (tiny CLIP);
+(j) ONNX export (export_onnx) of EfficientNet-Lite0 (real ImageNet weights) + logistic
+    regression and of a fine-tuned Lite0: onnxruntime int8 (static, calibrated) predict
+    vs the library's own default predict, target >= 1.3x, at <= 0.5 points of accuracy
+    lost (sklearn digits, region patches); float32 graph, file sizes alongside.
 Each row's "path" names the arithmetic each side ran in (native or emulated bf16, float32,
 GPU autocast), so a figure reads right wherever it was measured.
 Results go to benchmarks/results/ (summary.md, summary.json and one JSON per benchmark).
@@ -33,6 +39,7 @@ import bench_dask
 import bench_extraction
 import bench_finetune
 import bench_hostile
+import bench_onnx
 import bench_scaling
 import bench_segmentation
 import bench_timm
@@ -43,6 +50,7 @@ RESULTS = Path("benchmarks/results")
 
 def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()  # before any benchmark sets its own
     bench_extraction.main([])
     bench_finetune.main([])
     cache = bench_cache.main([])
@@ -52,11 +60,12 @@ def main() -> None:
     dask_result = bench_dask.main([])
     bench_segmentation.main(["--part", "speed"])
     zero_shot = bench_zero_shot.main([])
+    onnx_result = bench_onnx.main(["--threads", str(threads)])
     segmentation = json.loads((RESULTS / "segmentation.json").read_text())["speed"]
     timm_rows = json.loads((RESULTS / "timm.json").read_text())["results"]
     extraction = json.loads((RESULTS / "extraction.json").read_text())
     finetune = json.loads((RESULTS / "finetune.json").read_text())
-    machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, "
+    machine = (f"{platform.machine()}, {threads} threads, "
                + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
                + f", torch {torch.__version__}")
     rows = [(f"(a) extraction, {r['input']} ({extraction['model']})",
@@ -135,6 +144,8 @@ def main() -> None:
                  f"{segmentation['hand_predict_img_s']:.1f} img/s",
                  f"{segmentation['predict_ratio']:.3f}", ">= 0.95",
                  segmentation["predict_ratio"] >= 0.95, segmentation["path"]))
+    rows += [(f"(j) ONNX: {t['what']}", t["measured"], t["value"], t["target"], t["met"],
+              t["path"]) for t in onnx_result["targets"]]
     lines = [f"Machine: {machine}", "",
              "| benchmark | measured | ratio | path | target | met |",
              "|---|---|---|---|---|---|"]
