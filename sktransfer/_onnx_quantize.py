@@ -1,8 +1,10 @@
 """int8 quantisation of an exported network with onnxruntime's quantisation tools.
 
 Static (``calibration`` images given): weights int8 per output channel, activations uint8
-with ranges calibrated on the images, in the QDQ format that onnxruntime fuses into int8
-convolutions and matrix products (VNNI and AMX on x86, dot-product instructions on Arm).
+with ranges calibrated on the images (MinMax), in the QDQ format that onnxruntime fuses
+into int8 convolutions and matrix products (VNNI and AMX on x86, dot-product instructions
+on Arm); the first convolution stays float32, and the biases are corrected for the
+weights' rounding (:mod:`sktransfer._onnx_bias`).
 Dynamic (no images): weights int8, activation ranges computed per batch at run time;
 only matrix products (MatMul, Gemm) are quantised, which is what pays off for
 transformers. Networks whose work is mostly convolutions are refused: their convolutions
@@ -20,6 +22,8 @@ import onnx
 import torch
 
 from ._deployable import Deployable
+from ._onnx_bias import IMAGES as BIAS_IMAGES
+from ._onnx_bias import correct_biases
 
 QUANTIZE = ("int8",)
 MIN_CALIBRATION = 8  # fewer images give activation ranges that clip whatever they missed
@@ -66,7 +70,8 @@ def _dynamic(source: Path, target: Path) -> None:
                      weight_type=QuantType.QInt8, per_channel=True)
 
 
-def _static(source: Path, target: Path, batches: list[np.ndarray]) -> None:
+def _static(source: Path, target: Path, batches: list[np.ndarray],
+            bias_images: int = BIAS_IMAGES) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -98,6 +103,13 @@ def _static(source: Path, target: Path, batches: list[np.ndarray]) -> None:
                     # embeddings' cosine to float32 from 0.98 to 0.95 (EfficientNet-Lite0)
                     nodes_to_exclude=[first_conv] if first_conv else [],
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    if bias_images:
+        quantized = onnx.load_model(target)
+        images = np.concatenate(batches)[:bias_images]
+        step = len(batches[0])
+        if correct_biases(quantized, graph,
+                          [images[i:i + step] for i in range(0, len(images), step)]):
+            onnx.save_model(quantized, target)
 
 
 def _calibration_batches(deployable: Deployable, calibration: object,
