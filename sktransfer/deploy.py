@@ -63,7 +63,8 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
     resize : bool, default=False
         Put the resize and centre crop inside the graph, so that it takes decoded
         images of any size (one size per call); every pixel within one grey level of
-        the library's own resizing (two for bicubic weights; see the Deploying guide).
+        the library's own resizing (bicubic weights: all but 0.02 %; see the Deploying
+        guide).
 
     Returns
     -------
