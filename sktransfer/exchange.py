@@ -108,7 +108,8 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
     ------
     TypeError
         For other estimators (a Pipeline's scikit-learn steps are not covered: export
-        the extractor with this function and the rest with, e.g., ``skops.io``).
+        the extractor with this function and the rest with, e.g., ``skops.io``, or the
+        whole pipeline as one ONNX graph with :func:`~sktransfer.export_onnx`).
     """
     from safetensors.torch import save_file
 
