@@ -203,8 +203,8 @@ def join(first: onnx.ModelProto, second: onnx.ModelProto, io_map: list[tuple[str
 
     Every name inside ``second`` except its inputs and outputs gets ``prefix`` (so two
     graphs' ``Constant_0`` never collide); both take the higher of their IR versions and
-    the union of their opset imports. ``outputs`` (default: all of ``second``'s and
-    those of ``first`` it does not consume) are the joined model's.
+    the union of their opset imports. ``outputs`` (default: those of ``first`` that
+    ``second`` does not consume, then ``second``'s) are the joined model's, in that order.
     """
     second = compose.add_prefix(second, prefix, rename_inputs=False, rename_outputs=False)
     ir = max(first.ir_version, second.ir_version)
@@ -220,7 +220,12 @@ def join(first: onnx.ModelProto, second: onnx.ModelProto, io_map: list[tuple[str
         consumed = {a for a, _ in io_map}
         outputs = [o.name for o in first.graph.output if o.name not in consumed]
         outputs += [o.name for o in second.graph.output]
-    return compose.merge_models(first, second, io_map=io_map, outputs=outputs)
+    joined = compose.merge_models(first, second, io_map=io_map, outputs=outputs)
+    order = {name: i for i, name in enumerate(outputs)}  # merge_models puts first's first
+    ordered = sorted(joined.graph.output, key=lambda o: order[o.name])
+    del joined.graph.output[:]
+    joined.graph.output.extend(ordered)
+    return joined
 
 
 def rename_output(m: onnx.ModelProto, old: str, new: str) -> None:

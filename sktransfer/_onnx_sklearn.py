@@ -69,14 +69,14 @@ def task_of(final: object) -> str:
     return "transform"
 
 
-def convert_steps(steps: list[tuple[str, object]], n_features: int, opset: int,
-                  squeeze: bool) -> tuple[onnx.ModelProto, list[str]]:
+def convert_steps(steps: list[tuple[str, object]], n_features: int,
+                  opset: int) -> tuple[onnx.ModelProto, list[str]]:
     """The fitted ``steps`` as one graph from ``embeddings`` ``(N, n_features)`` float32.
 
     Outputs are renamed to the contract's: ``label`` and ``probabilities`` (``scores``
     where the final classifier has no ``predict_proba``: skl2onnx then writes its
-    decision scores) for a classifier, ``predictions`` for a regressor (``(N,)`` when
-    ``squeeze``), ``embeddings`` for transformers only.
+    decision scores) for a classifier, ``predictions`` for a regressor (``(N,)`` where
+    its ``predict`` is 1-D), ``embeddings`` for transformers only.
 
     Returns
     -------
@@ -114,12 +114,20 @@ def convert_steps(steps: list[tuple[str, object]], n_features: int, opset: int,
         return m, ["label", scored]
     if task == "regressor":
         produced = names[0]
-        if squeeze:  # a 1-D y gives (N,) predictions, as the pipeline's predict
+        if _predicts_1d(final):  # a 1-D y gives (N,) predictions, as the pipeline's predict
             produced = _flatten(m, produced)
         rename_output(m, produced, "predictions")
         return m, ["predictions"]
     rename_output(m, names[0], "embeddings")
     return m, ["embeddings"]
+
+
+def _predicts_1d(final: object) -> bool:
+    """Whether a fitted regressor's ``predict`` is 1-D (it was fitted on a 1-D ``y``)."""
+    n_features = getattr(final, "n_features_in_", None)
+    if n_features is None:
+        return False
+    return np.ndim(final.predict(np.zeros((1, n_features), dtype=np.float32))) == 1
 
 
 def _flatten(m: onnx.ModelProto, name: str) -> str:

@@ -102,15 +102,14 @@ def export_onnx(estimator: object, path: str | os.PathLike, *, opset: int | None
         from ._onnx_sklearn import check_final_step, convert_steps, task_of
 
         check_final_step(*rest[-1])
+    outputs, classes = _outputs(deployable, rest)  # refuses unusable labels before exporting
     prep = deployable.preprocessing
     network = export_network(deployable, opset, name)
     if quantize is not None:
         network = quantize_network(network, deployable, calibration)
-    outputs, classes = _outputs(deployable, rest)
     task = deployable.task
     if rest:
-        head, outputs = convert_steps(rest, _n_features(network), opset,
-                                      squeeze=_target_1d(estimator))
+        head, outputs = convert_steps(rest, _n_features(network), opset)
         rename_output(network, "embeddings", "network_embeddings")  # the head's may be too
         graph = join(network, head, [("network_embeddings", "features")], "head/", outputs)
         task = task_of(rest[-1][1])
@@ -198,6 +197,10 @@ def _outputs(deployable: Deployable, rest: list) -> tuple[list[str], np.ndarray 
         classes = np.asarray(final.classes_)
         label_values(classes)  # int64 or strings, as for the estimators' own labels
         return [], classes
+    if task == "classifier":
+        from ._onnx_parts import label_values
+
+        label_values(classes)
     return {"transform": ["embeddings"], "classifier": ["label", "probabilities"],
             "multilabel": ["label", "probabilities"], "regressor": ["predictions"],
             "segmenter": ["mask", "probabilities"]}[task], classes
@@ -208,25 +211,10 @@ def _n_features(network) -> int:
     return int(dim.dim_value)
 
 
-def _target_1d(estimator: object) -> bool:
-    """Whether a pipeline's final regressor predicts 1-D (``y`` was 1-D)."""
-    final = estimator.steps[-1][1]
-    n_features = getattr(final, "n_features_in_", None)
-    if n_features is None or not hasattr(final, "predict"):
-        return False
-    return np.ndim(final.predict(np.zeros((1, n_features), dtype=np.float32))) == 1
-
-
 def _check_outputs(graph, outputs: list[str]) -> None:
     names = [o.name for o in graph.graph.output]
-    if names != outputs:  # the contract's order and nothing else
-        order = {name: i for i, name in enumerate(outputs)}
-        kept = sorted((o for o in graph.graph.output if o.name in order),
-                      key=lambda o: order[o.name])
-        if [o.name for o in kept] != outputs:
-            raise RuntimeError(f"internal error: graph outputs {names}, expected {outputs}")
-        del graph.graph.output[:]
-        graph.graph.output.extend(kept)
+    if names != outputs:  # the contract's outputs, in its order, and nothing else
+        raise RuntimeError(f"internal error: graph outputs {names}, expected {outputs}")
 
 
 def _check_opset(opset: object) -> int:
