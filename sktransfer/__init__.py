@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._iou import mean_iou_score as mean_iou_score
     from ._iou import mean_iou_scorer as mean_iou_scorer
     from ._lr_finder import LRFindResult as LRFindResult
+    from ._novelty import NoveltyDetector as NoveltyDetector
     from ._regressor import FineTuneRegressor as FineTuneRegressor
     from ._segmenter import FineTuneSegmenter as FineTuneSegmenter
     from ._unlabelled import information_maximization_scorer as information_maximization_scorer
@@ -51,6 +52,7 @@ _EXPORTS = {
     "FineTuneSegmenter": "_segmenter",
     "ImageInputError": "errors",
     "LRFindResult": "_lr_finder",
+    "NoveltyDetector": "_novelty",
     "OnnxModel": "deploy",
     "PretrainedFeatureExtractor": "_extractor",
     "WeightsUnavailableError": "errors",

@@ -15,6 +15,7 @@ import pickle
 import re
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from sktransfer import (
     PretrainedFeatureExtractor,
     ZeroShotClassifier,
 )
+from sktransfer._base import ImageEstimator
 from sktransfer._finetune_base import BaseFineTuner
 
 from ._helpers import TINY_CLIP, tiny_cnn
@@ -76,12 +78,18 @@ def _zero_shot():
     return ZeroShotClassifier(f"open_clip:local-dir:{TINY_CLIP}", templates=["a {}."])
 
 
-# The public estimators, by name: every class of the public API that is a scikit-learn
-# estimator, so that a new one is checked here without being listed.
-PUBLIC_ESTIMATORS = {
+# The public estimators on images, by name: every class of the public API that is a
+# scikit-learn estimator taking images, so that a new one is checked here without being
+# listed.
+ALL_ESTIMATORS = {
     name: obj for name in sorted(sktransfer.__all__)
     if isinstance(obj := getattr(sktransfer, name), type) and issubclass(obj, BaseEstimator)
 }
+PUBLIC_ESTIMATORS = {name: cls for name, cls in ALL_ESTIMATORS.items()
+                     if issubclass(cls, ImageEstimator)}
+# Public estimators on embeddings (2-D arrays): scikit-learn's own check_estimator covers
+# them, in the test module named here.
+ON_EMBEDDINGS = {"NoveltyDetector": "tests/test_novelty.py"}
 
 # How each public estimator is exercised: (factory of a small estimator, its output method,
 # targets to fit). test_every_public_estimator_has_a_case fails for one missing here.
@@ -119,6 +127,12 @@ def test_every_public_estimator_has_a_case():
     """A public estimator without an entry in CASES would go unchecked: none may lack one
     (and CASES holds nothing else)."""
     assert PUBLIC_ESTIMATORS, "no scikit-learn estimator found in sktransfer.__all__"
+    unlisted = sorted(set(ALL_ESTIMATORS) - set(PUBLIC_ESTIMATORS) - set(ON_EMBEDDINGS))
+    assert unlisted == [], f"estimators on neither images nor ON_EMBEDDINGS: {unlisted}"
+    root = Path(__file__).parents[1]
+    for name, module in ON_EMBEDDINGS.items():  # where scikit-learn's checks run on it
+        text = (root / module).read_text()
+        assert f"parametrize_with_checks([{name}(" in text, (name, module)
     missing = sorted(n for n, cls in PUBLIC_ESTIMATORS.items() if cls not in CASES)
     extra = sorted(cls.__name__ for cls in CASES if cls not in PUBLIC_ESTIMATORS.values())
     assert (missing, extra) == ([], []), f"no case for {missing}; not public: {extra}"
