@@ -172,6 +172,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         As for :class:`FineTuneClassifier`, over the labelled rows.
     label_smoothing : float, default=0.0
         As for :class:`FineTuneClassifier`.
+    %(trust_parameters)s
     method : {"coral", "mcc", "dann", "dann+mcc", "coral+mcc"}, default="coral"
         The adaptation loss.
     adaptation_weight : float, default=1.0
@@ -199,6 +200,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         Class labels of the labelled rows.
     multilabel_ : bool
         Always False (multi-label ``y`` is not supported).
+    %(trust_attributes)s
     adaptation_check_ : AdaptationCheck or None
         With ``guard=True`` and unlabelled rows: the guard's ``signal``, its value for
         the ``adapted`` model and for the ``source_only`` one on the unlabelled rows,
@@ -266,6 +268,10 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         verbose: bool = False,
         class_weight: dict | str | None = None,
         label_smoothing: float = 0.0,
+        calibration: str | None = "auto",
+        reject_label: object = None,
+        novelty: str = "mahalanobis",
+        keep_rate: float = 0.95,
         method: str = "coral",
         adaptation_weight: float = 1.0,
         adaptation_schedule: str = "ganin",
@@ -478,7 +484,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         shared = FineTuneClassifier().get_params(deep=False)
         params = {k: v for k, v in self.get_params(deep=False).items() if k in shared}
         params.update(checkpoint=None, callbacks=None, verbose=False, class_weight=None,
-                      random_state=seed)
+                      random_state=seed, calibration=None, reject_label=None)
         twin = FineTuneClassifier(**params)
         twin.fit(source.subset(labelled.tolist()), targets[labelled],
                  None if weights is None else weights[labelled])

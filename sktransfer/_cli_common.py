@@ -230,6 +230,8 @@ def write_predictions(model, paths: list[Path], out: str | None) -> int:
         if getattr(model, "multilabel_", False):
             labels = [";".join(str(c) for c, v in zip(model.classes_, row, strict=True)
                                if v >= 0.5) for row in proba]
+        elif getattr(model, "reject_label", None) is not None:  # "none of these" too
+            labels = model.predict([str(p) for p in paths])
         else:
             labels = model.classes_[proba.argmax(axis=1)]
         header = ["path", "label", *[f"proba_{c}" for c in model.classes_]]

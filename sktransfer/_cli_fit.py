@@ -47,6 +47,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adaptation-weight", type=float, default=None,
                    help="with --unlabelled: the adaptation loss's final weight (default: "
                         "DomainAdaptationClassifier's, 1.0)")
+    p.add_argument("--validation-fraction", type=float, default=None, metavar="F",
+                   help="fine-tuning: share of the images held out for early stopping; a "
+                        "classifier also calibrates its probabilities on them (temperature "
+                        "scaling) (default: none held out)")
+    p.add_argument("--reject-label", default=None, metavar="LABEL",
+                   help="fine-tuned classifiers: the label predicted for images unlike "
+                        "the training images (e.g. unknown); the novelty threshold keeps "
+                        "95%% of the training images")
     common.add_run_options(p)
     common.add_backbone_options(p)
 
@@ -78,7 +86,14 @@ def build_estimator(args, strategy: str):
         defaults = {"max_epochs": cls().max_epochs}
         given = {"method": args.adapt, "adaptation_weight": args.adaptation_weight}
         adaptation = {k: v for k, v in given.items() if v is not None}
-    return cls(**network, **common.training_params(args, defaults), **adaptation,
+    trust = {}
+    if args.validation_fraction is not None:
+        trust["validation_fraction"] = args.validation_fraction
+    if args.reject_label is not None:
+        if regression:
+            raise common.CliError("--reject-label is for classifiers, not --task regression")
+        trust["reject_label"] = args.reject_label
+    return cls(**network, **common.training_params(args, defaults), **adaptation, **trust,
                verbose=not args.quiet and strategy in ("finetune", "adapt"))
 
 
@@ -181,6 +196,13 @@ def fit(args) -> int:
             raise common.CliError("--unlabelled fine-tunes a DomainAdaptationClassifier; "
                                   "--strategy auto does not apply (use --cv for a score)")
         args.strategy = "adapt"
+    tuning_only = [name for name, value in (("--reject-label", args.reject_label),
+                                            ("--validation-fraction",
+                                             args.validation_fraction))
+                   if value is not None]
+    if tuning_only and args.strategy not in ("finetune", "adapt"):
+        raise common.CliError(f"{tuning_only[0]} applies to fine-tuning (--strategy "
+                              f"finetune or --unlabelled), not --strategy {args.strategy}")
     X, y, about, splitter, folds = _training_data(args)
     print(about)
     metric = "R^2" if args.task == "regression" else "accuracy"
@@ -203,6 +225,9 @@ def fit(args) -> int:
         chosen, metric = (f"domain adaptation ({estimator.method})",
                           "accuracy (labelled images)")
     common.save_and_report(estimator, args, chosen, start, cv_score, folds, metric)
+    if getattr(estimator, "temperature_", 1.0) != 1.0:
+        print(f"probabilities calibrated on the validation images: temperature "
+              f"{estimator.temperature_:.2f}")
     check = getattr(estimator, "adaptation_check_", None)
     if check is not None:
         verdict = "LOOKS HARMFUL" if check.looks_harmful else "no sign of harm"

@@ -25,6 +25,8 @@ def build_segmenter(args, frozen: bool):
     training = common.training_params(args, common.FINETUNE_DEFAULTS)
     if frozen:
         training["unfreeze"] = 0
+    if args.validation_fraction is not None:
+        training["validation_fraction"] = args.validation_fraction
     return FineTuneSegmenter(**common.backbone_params(args), **training,
                              verbose=not args.quiet, ignore_index=args.ignore_index)
 
@@ -40,6 +42,8 @@ def fit(args) -> int:
                               "one class index per pixel) per image, matched by file name")
     if args.unlabelled or args.targets:
         raise common.CliError("--unlabelled and --targets do not apply to --task segmentation")
+    if args.reject_label is not None:
+        raise common.CliError("--reject-label is for classifiers, not --task segmentation")
     images, masks, unused = load_mask_folder(args.folder, args.masks)
     if unused:
         print(f"note: {len(unused)} mask file(s) match no image, e.g. {unused[0]}",

@@ -10,6 +10,7 @@ import os
 from numbers import Real
 
 import numpy as np
+import torch
 from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
@@ -17,14 +18,31 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
+from ._calibration import Calibrated, calibrate, fit_temperature
 from ._dask import is_dask_collection
 from ._deployable import Deployable
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
 from ._losses import WeightedLoss
-from ._training import sigmoid_views, softmax_views
-from ._validation import Numbers, StrOptions
+from ._reject import (
+    NOVELTY_SCORES,
+    Rejector,
+    check_reject_label,
+    label_array,
+    outputs_and_features,
+)
+from ._training import sigmoid_views, softmax_views, tta_views
+from ._validation import Numbers, StrOptions, options
 from .backbones import DEFAULT_MODEL
+from .images import as_image_source
+
+# The parameters of calibration and rejection (FineTuneClassifier and its subclasses).
+TRUST_CONSTRAINTS: dict = {
+    "calibration": [StrOptions({"auto", "temperature"}), None],
+    "reject_label": "no_validation",
+    "novelty": [options(NOVELTY_SCORES)],
+    "keep_rate": [Numbers(Real, 0, 1, closed="right")],
+}
 
 
 @fill_docstring
@@ -54,6 +72,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         (missing labels weigh 1). Single-label ``y`` only.
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy loss, in [0, 1). Single-label ``y`` only.
+    %(trust_parameters)s
 
     Attributes
     ----------
@@ -61,6 +80,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         Class labels; for multi-label ``y``, the label indices ``0..n_labels-1``.
     multilabel_ : bool
         Whether ``y`` was a multi-label indicator matrix.
+    %(trust_attributes)s
     %(shared_attributes)s
 
     See Also
@@ -126,6 +146,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         verbose: bool = False,
         class_weight: dict | str | None = None,
         label_smoothing: float = 0.0,
+        calibration: str | None = "auto",
+        reject_label: object = None,
+        novelty: str = "mahalanobis",
+        keep_rate: float = 0.95,
     ):
         self._store_params(locals())
 
@@ -133,13 +157,19 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         **BaseFineTuner._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "label_smoothing": [Numbers(Real, 0, 1, closed="left")],
+        **TRUST_CONSTRAINTS,
     }
+    # calibration and the reject threshold come after training: a checkpoint's epochs are
+    # the same whatever they say
+    _VOLATILE = BaseFineTuner._VOLATILE | set(TRUST_CONSTRAINTS)
 
     # ------------------------------------------------------------------ predict
     def predict_proba(self, X: object) -> np.ndarray:
         """Class probabilities (rows sum to 1), or per-label probabilities (multi-label).
 
-        With ``tta``, the average over the test-time views.
+        Calibrated by ``temperature_`` (see ``calibration``). With ``tta``, the average
+        over the test-time views (calibrated as a whole: the temperature never changes
+        which class is most probable).
 
         Parameters
         ----------
@@ -153,10 +183,47 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             Columns in the order of ``classes_``. A lazy ``dask.array.Array`` for a Dask
             collection ``X``.
         """
-        return self._predict_outputs(X)
+        if is_dask_collection(X):
+            check_is_fitted(self, "net_")
+            return self._lazy(X, "predict_proba")
+        return calibrate(self._predict_outputs(X), self._temperature(), self.multilabel_)
+
+    def decision_function(self, X: object) -> np.ndarray:
+        """The network's logits, divided by ``temperature_``.
+
+        ``softmax`` of these (``sigmoid`` for multi-label) is :meth:`predict_proba`
+        without test-time augmentation; with ``tta`` the logits are averaged over the
+        views. This is what ``CalibratedClassifierCV(FrozenEstimator(clf))`` calibrates.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, arrays or tensors, as for
+            :func:`sktransfer.images.as_image_source`.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes), dtype float32
+            For two classes, as in scikit-learn, one column: the logit of ``classes_[1]``
+            minus that of ``classes_[0]`` (positive: ``classes_[1]``); otherwise one
+            column per class (per label for multi-label ``y``). A lazy
+            ``dask.array.Array`` for a Dask collection ``X``.
+        """
+        if is_dask_collection(X):
+            check_is_fitted(self, "net_")
+            return self._lazy(X, "decision_function")
+        outputs, _ = self._outputs(X)
+        logits = (outputs.mean(1) if outputs.ndim == 3 else outputs).numpy()
+        logits = (logits / self._temperature()).astype(np.float32)
+        if not self.multilabel_ and logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
 
     def predict(self, X: object) -> np.ndarray:
         """Predicted class labels, or the label indicator matrix (multi-label).
+
+        With ``reject_label`` set, images less typical of the training images than the
+        fitted threshold get ``reject_label`` instead of a class.
 
         Parameters
         ----------
@@ -167,23 +234,88 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         Returns
         -------
         labels : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Labels from ``classes_`` (in the type of ``y``), or 0/1 per label. A lazy
-            ``dask.array.Array`` for a Dask collection ``X``.
+            Labels from ``classes_`` (in the type of ``y``) or ``reject_label``, or 0/1
+            per label. A lazy ``dask.array.Array`` for a Dask collection ``X``.
         """
         if is_dask_collection(X):
             check_is_fitted(self, "net_")
             return self._lazy(X, "predict")
-        proba = self.predict_proba(X)  # checks that the estimator is fitted
+        check_is_fitted(self, "net_")
+        rejector = self._active_rejector()
+        if rejector is None:
+            proba = self.predict_proba(X)
+        else:
+            outputs, features = self._outputs(X)
+            proba = self.net_.predict_nonlinearity(outputs).numpy()
         if self.multilabel_:
             return (proba >= 0.5).astype(np.int64)
-        return self.classes_[np.argmax(proba, axis=1)]
+        labels = self.classes_[np.argmax(proba, axis=1)]
+        if rejector is None:
+            return labels
+        novel = rejector.decision(features, outputs.numpy()) < 0
+        return label_array(self.classes_, self.reject_label)[
+            np.where(novel, len(self.classes_), np.argmax(proba, axis=1))]
+
+    def typicality(self, X: object) -> np.ndarray:
+        """How typical each image is of the training images, minus the fitted threshold.
+
+        The score ``reject_label`` uses (``novelty``): negative for the images
+        :meth:`predict` rejects. About ``keep_rate`` of images like the training images
+        score 0 or more.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, arrays or tensors, as for
+            :func:`sktransfer.images.as_image_source`.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), dtype float64
+            Higher is more typical.
+        """
+        check_is_fitted(self, "net_")
+        rejector = self._active_rejector()
+        if rejector is None:
+            raise ValueError("typicality needs the novelty threshold that fit learns when "
+                             "reject_label is set; refit with reject_label=... (e.g. -1)")
+        outputs, features = self._outputs(X)
+        return rejector.decision(features, outputs.numpy())
+
+    def _outputs(self, X: object) -> tuple[torch.Tensor, np.ndarray]:
+        """The raw outputs ((N, C), or (N, V, C) with ``tta``) and the head's inputs."""
+        self._check_tta()
+        source = as_image_source(X)
+        dataset = self._dataset(source, self.preprocessing_, views=tta_views(self.tta))
+        with self._predicting():
+            return outputs_and_features(self.net_, dataset)
+
+    def _temperature(self) -> float:
+        return float(getattr(self, "temperature_", 1.0))  # fitted before calibration: 1
+
+    def _active_rejector(self) -> Rejector | None:
+        """The fitted reject threshold, when ``reject_label`` asks for it."""
+        rejector = getattr(self, "_rejector", None)
+        if self.reject_label is None:
+            return None
+        if rejector is None:
+            raise ValueError(f"reject_label={self.reject_label!r} was set after fit: the "
+                             "novelty threshold is learned by fit; refit, or set "
+                             "reject_label=None")
+        return rejector
 
     def _output_meta(self, method: str) -> np.ndarray:
         """An empty array shaped and typed like ``method``'s output (for Dask)."""
+        n = len(self.classes_)
         if method == "predict_proba":
-            return np.empty((0, len(self.classes_)), dtype=np.float32)
+            return np.empty((0, n), dtype=np.float32)
+        if method == "decision_function":
+            shape = (0,) if n == 2 and not self.multilabel_ else (0, n)
+            return np.empty(shape, dtype=np.float32)
         if self.multilabel_:
-            return np.empty((0, len(self.classes_)), dtype=np.int64)
+            return np.empty((0, n), dtype=np.int64)
+        if self.reject_label is not None:
+            return np.empty(0, dtype=label_array(self.classes_, self.reject_label).dtype)
         return np.empty(0, dtype=self.classes_.dtype)
 
     def __sklearn_tags__(self):
@@ -217,6 +349,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         classes = encoder.classes_
         if len(classes) < 2:
             raise ValueError(f"y has a single class '{classes[0]}'; need at least 2")
+        check_reject_label(self.reject_label, classes)
         encoded = encoder.transform(y).astype(np.int64)
         return encoded, {"classes_": classes, "multilabel_": False}
 
@@ -232,6 +365,9 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                              "pass sample_weight")
         if self.label_smoothing:
             raise ValueError("label_smoothing applies to single-label y")
+        if self.reject_label is not None:
+            raise ValueError("reject_label applies to single-label y (predict returns a "
+                             "0/1 matrix for multi-label y, with no place for it)")
         targets = y.astype(np.float32)
         return targets, {"classes_": np.arange(y.shape[1]), "multilabel_": True}
 
@@ -261,18 +397,80 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     def _output(self, info: dict):
         return sigmoid_views if info["multilabel_"] else softmax_views
 
+    # ------------------------------------------------------------------ trust
+    def _check_params(self) -> None:
+        if self.calibration == "temperature" and not self.validation_fraction:
+            raise ValueError("calibration='temperature' fits the temperature on the "
+                             "validation split, but validation_fraction=0; set "
+                             "validation_fraction (e.g. 0.2), or calibration='auto' to "
+                             "calibrate only when there is one")
+        super()._check_params()
+
+    def _set_fitted(self, *args, **kwargs) -> None:
+        super()._set_fitted(*args, **kwargs)
+        self.temperature_ = 1.0  # until the held-out images set it (not after a Ctrl-C)
+        self._rejector = None
+
+    def _fit_from_network(self, source, targets: np.ndarray, weights: np.ndarray | None,
+                          train_idx: np.ndarray, valid_idx: np.ndarray | None) -> None:
+        """The temperature, on the validation images' logits (``calibration``), and the
+        reject threshold, on the training images' embeddings (``reject_label``)."""
+        if self.calibration is not None and valid_idx is not None:
+            logits, _ = self._pass(source, valid_idx)
+            self.temperature_ = fit_temperature(
+                logits, targets[valid_idx], None if weights is None else weights[valid_idx],
+                self.multilabel_)
+        if self.reject_label is not None:
+            rows = np.asarray(train_idx)[targets[train_idx] >= 0]  # labelled rows
+            logits, features = self._pass(source, rows)
+            self._rejector = Rejector.fit(self.novelty, float(self.keep_rate), features,
+                                          logits, targets[rows])
+
+    def _pass(self, source, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and embeddings of ``source``'s ``rows`` (no augmentation, no views)."""
+        dataset = self._dataset(source, self.preprocessing_, indices=rows)
+        with self._predicting():
+            outputs, features = outputs_and_features(self.net_, dataset)
+        return outputs.numpy(), features
+
+    def __setstate__(self, state: dict) -> None:
+        if "net_" in state:  # fitted before calibration and reject labels existed
+            state.setdefault("temperature_", 1.0)
+            state.setdefault("_rejector", None)
+        super().__setstate__(state)
+
     # ------------------------------------------------------------------ deployment
     def _deployable(self, network: nn.Module) -> Deployable:
+        if self._active_rejector() is not None:
+            raise ValueError(
+                f"reject_label={self.reject_label!r}: export_onnx does not carry the "
+                "novelty threshold yet, so the graph would never reject; export a copy "
+                "with reject_label=None (clf.set_params(reject_label=None)) and reject "
+                "in the app, or keep the model in joblib/safetensors")
         task = "multilabel" if self.multilabel_ else "classifier"
+        if self._temperature() != 1.0:
+            network = Calibrated(network, self._temperature(), self.multilabel_)
         return Deployable(network, task, self.preprocessing_, self.classes_)
 
     # ------------------------------------------------------------------ exchange
     def _fitted_targets(self) -> dict:
-        """Fitted target attributes as JSON (see :mod:`sktransfer.exchange`)."""
-        return {"classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
-                "multilabel": bool(self.multilabel_)}
+        """Fitted target attributes as JSON (see :mod:`sktransfer.exchange`); arrays under
+        ``"_arrays"``."""
+        fitted = {"classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
+                  "multilabel": bool(self.multilabel_), "temperature": self._temperature()}
+        rejector = getattr(self, "_rejector", None)
+        if rejector is not None:
+            fitted["reject"], fitted["_arrays"] = rejector.state()
+        return fitted
 
     @staticmethod
     def _target_info(fitted: dict) -> dict:
         classes = np.array(fitted["classes"], dtype=np.dtype(fitted["classes_dtype"]))
         return {"classes_": classes, "multilabel_": bool(fitted.get("multilabel", False))}
+
+    def __sktransfer_restore__(self, backbone, state: dict, fitted: dict):
+        super().__sktransfer_restore__(backbone, state, fitted)
+        self.temperature_ = float(fitted.get("temperature", 1.0))
+        if "reject" in fitted:
+            self._rejector = Rejector.from_state(fitted["reject"], fitted.get("_arrays", {}))
+        return self

@@ -140,6 +140,11 @@ class BaseFineTuner(ImageEstimator):
         data and the fit's ``seed`` (domain adaptation's check against source-only
         training)."""
 
+    def _fit_from_network(self, source, targets: np.ndarray, weights: np.ndarray | None,
+                          train_idx: np.ndarray, valid_idx: np.ndarray | None) -> None:
+        """Last, once fitted: attributes learned from the final network's outputs on the
+        training or validation rows (a classifier's temperature and reject threshold)."""
+
     def _training_callbacks(self, train_ds: ImageDataset) -> list:
         """Extra ``(name, callback)`` pairs for this fit (before the training state's)."""
         return []
@@ -253,6 +258,7 @@ class BaseFineTuner(ImageEstimator):
             # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
             raise KeyboardInterrupt
         self._after_fit(source, targets, weights, seed)
+        self._fit_from_network(source, targets, weights, train_idx, valid_idx)
         return self
 
     def _seed(self) -> int:

@@ -140,6 +140,42 @@ net_ : skorch.NeuralNet
         pass), device, precision, and energy and CO2e when ``codecarbon`` is installed.
         None for a model read with :func:`~sktransfer.import_model`."""
 
+# Calibration and rejection: the classifiers' (FineTuneClassifier, DomainAdaptationClassifier).
+TRUST_PARAMETERS = """\
+calibration : {"auto", "temperature"} or None, default="auto"
+        Temperature scaling of the probabilities (Guo et al. 2017): after training, one
+        temperature ``temperature_`` is fitted to the validation images' logits (one pass
+        over them, none over the training images) to minimise their log-loss, and divides
+        the logits in :meth:`predict_proba` and :meth:`decision_function`. It never
+        changes :meth:`predict`. ``"temperature"`` needs ``validation_fraction > 0``;
+        ``"auto"`` calibrates when there is a validation split and leaves the
+        probabilities alone otherwise; ``None`` never calibrates. The default was chosen
+        by measurement (see the performance page): fine-tuned networks are
+        overconfident, and the temperature lowered the expected calibration error and
+        the log-loss of held-out images on the tasks measured.
+    reject_label : label or None, default=None
+        The label :meth:`predict` returns for images unlike the training images ("none
+        of these"), e.g. ``-1`` for numeric labels or ``"unknown"`` for strings: of the
+        labels' kind, not one of them. It is not a class: ``classes_`` and the columns
+        of :meth:`predict_proba` stay the classes of ``y``, and ``score`` counts a
+        rejected image as an error. ``fit`` then also embeds the training images once
+        (the head's input) and fits the ``novelty`` score with a threshold that keeps
+        ``keep_rate`` of them; :meth:`typicality` gives the score. ``None``: every image
+        gets a class. Single-label ``y`` only.
+    novelty : {"mahalanobis", "knn", "energy"}, default="mahalanobis"
+        How typical an image is, for ``reject_label``: the Mahalanobis distance of its
+        embedding to the nearest class mean (:class:`NoveltyDetector`), the distance to
+        its k-th nearest training embedding, or the energy of its logits. The default
+        was chosen by measurement (see the performance page).
+    keep_rate : float, default=0.95
+        Share of the training images the reject threshold keeps, in (0, 1]: 1 keeps
+        the least typical training image."""
+
+TRUST_ATTRIBUTES = """\
+temperature_ : float
+        The fitted temperature (1.0 when not calibrated: ``calibration=None``, or
+        ``"auto"`` without a validation split)."""
+
 SHARED_NOTES = """\
 **Interrupting.** Ctrl-C during ``fit`` stops training and leaves the estimator
     fitted with the best weights so far (``best_epoch_``, ``interrupted_=True``); the
@@ -171,5 +207,7 @@ def fill_docstring(cls: type | None = None, *, parameters: dict[str, str] | None
     cls._declared_parameter_docs = dict(parameters or {})  # its own entries (tests read them)
     cls.__doc__ = (cls.__doc__.replace("%(shared_parameters)s", shared)
                    .replace("%(shared_attributes)s", SHARED_ATTRIBUTES)
-                   .replace("%(shared_notes)s", SHARED_NOTES))
+                   .replace("%(shared_notes)s", SHARED_NOTES)
+                   .replace("%(trust_parameters)s", TRUST_PARAMETERS)
+                   .replace("%(trust_attributes)s", TRUST_ATTRIBUTES))
     return cls

@@ -33,6 +33,8 @@ from .io import atomic_dump
 FORMAT = "sktransfer.safe"
 VERSION = 1
 _META_KEY = "sktransfer"
+# Tensors that are fitted arrays of the estimator, not weights of its network.
+_ARRAY_PREFIX = "sktransfer.fitted."
 # Training-only parameters holding code: not exported, defaults on import.
 _CODE_PARAMS = {"augment": False, "callbacks": None}
 # Parameters that are dicts keyed by labels (JSON would turn the keys into str): exported
@@ -120,11 +122,14 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
     module, preprocessing, groups, fitted = estimator.__sktransfer_export__()
     fitted = {**fitted, "preprocessing": _preprocessing_config(preprocessing),
               "groups": [[g, list(m)] for g, m in groups]}
+    arrays = fitted.pop("_arrays", {})  # fitted arrays beside the weights (a detector's)
     config = {"format": FORMAT, "version": VERSION, "estimator": name,
               "sktransfer_version": __version__, "torch_version": torch.__version__,
               "params": params, "fitted": fitted}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in
                module.state_dict().items()}
+    tensors.update({_ARRAY_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v))
+                    for k, v in arrays.items()})
     metadata = {_META_KEY: json.dumps(config)}
     return atomic_dump(tensors, path, dump=lambda obj, p: save_file(obj, p, metadata=metadata))
 
@@ -226,8 +231,13 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
     prep = _preprocessing(fitted["preprocessing"])
     groups = [(str(g), [str(m) for m in members]) for g, members in fitted["groups"]]
     backbone = estimator.__sktransfer_architecture__(prep, groups)
+    state = load_file(path)
+    arrays = {k[len(_ARRAY_PREFIX):]: state.pop(k).numpy() for k in list(state)
+              if k.startswith(_ARRAY_PREFIX)}
+    if arrays:
+        fitted = {**fitted, "_arrays": arrays}
     try:
-        return estimator.__sktransfer_restore__(backbone, load_file(path), fitted)
+        return estimator.__sktransfer_restore__(backbone, state, fitted)
     except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors
         if "state_dict" not in str(exc):
             raise
