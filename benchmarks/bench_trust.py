@@ -8,8 +8,11 @@ shipped in a package), ``FineTuneClassifier`` with its defaults except
 - ``regions``: ``sktransfer.datasets.load_region_patches`` (12 classes: regions of
   scikit-learn's two sample photos), ``--per-class`` training patches per class (seed 1),
   20 test patches per class (seed 2), 64 px;
-- ``digits``: scikit-learn's digits upscaled to 64 px RGB, the first ``--n-digits`` for
-  training, the next 500 for testing.
+- ``digits``: scikit-learn's first 800 digits upscaled to 64 px RGB, split at random:
+  ``--n-digits`` for training, the other 500 for testing;
+- ``digits-shift``: the same images in their order: the first ``--n-digits`` for
+  training, the next 500 (other writers) for testing, which a model fits worse (a
+  shift that the validation split, drawn from the training images, does not see).
 
 Calibration: expected calibration error (15 equal-width bins, top label) and log-loss of
 the test images with the network's probabilities (temperature 1) and with the fitted
@@ -45,6 +48,7 @@ from scipy.special import softmax
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from sktransfer import FineTuneClassifier
+from sktransfer._calibration import calibrate, fit_temperature
 from sktransfer._reject import NOVELTY_SCORES, Rejector
 from sktransfer.datasets import load_captioned_shapes, load_photo_collage, load_region_patches
 from sktransfer.metrics import expected_calibration_error
@@ -54,7 +58,10 @@ SIZE = 64
 COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
 
 
-def digits(n_train: int, n_test: int = 500):
+def digits(n_train: int, n_test: int = 500, shuffle: bool = True):
+    """The first ``n_train + n_test`` digits, split at random (``shuffle``: the test
+    images are drawn as the training ones are), or in order (the test images are the
+    later ones, written by other people: a shift; accuracy drops by 0.1-0.2)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -62,6 +69,9 @@ def digits(n_train: int, n_test: int = 500):
     X = np.stack([np.asarray(Image.fromarray(i).resize((SIZE, SIZE), Image.BILINEAR)
                              .convert("RGB")) for i in imgs[: n_train + n_test]])
     y = d.target[: n_train + n_test]
+    if shuffle:
+        order = np.random.default_rng(0).permutation(len(y))
+        X, y = X[order], y[order]
     return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
 
 
@@ -110,7 +120,7 @@ def ece_nll(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> tuple[floa
 
 def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
     Xtr, ytr, Xte, yte = data[task]
-    other = data["digits" if task == "regions" else "regions"][2]
+    other = data["regions" if task.startswith("digits") else "digits"][2]
     clf = FineTuneClassifier(efficientnet_lite0(), mean=LITE_MEAN, std=LITE_STD,
                              image_size=SIZE, unfreeze=unfreeze, max_epochs=args.epochs,
                              validation_fraction=0.2, random_state=seed)
@@ -125,6 +135,20 @@ def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
     cal = clf.predict_proba(Xte)
     before, after = ece_nll(yte, raw, clf.classes_), ece_nll(yte, cal, clf.classes_)
     acc = accuracy_score(yte, clf.predict(Xte))
+    # temperatures fitted on the same validation logits in other ways, on the same test
+    encoded = np.searchsorted(clf.classes_, ytr)
+    _, valid = clf._split(encoded, seed)
+    val_logits, _ = clf._pass(_source(Xtr), valid)
+    strategies = {}
+    for name, smoothing in (("nll", 0.0), ("laplace", None)):
+        t = fit_temperature(val_logits, encoded[valid], smoothing=smoothing)
+        e, n = ece_nll(yte, calibrate(raw, t), clf.classes_)
+        strategies[name] = {"temperature": t, "ece": e, "nll": n}
+    t = max(1.0, strategies["nll"]["temperature"])
+    e, n = ece_nll(yte, calibrate(raw, t), clf.classes_)
+    strategies["nll, T >= 1"] = {"temperature": t, "ece": e, "nll": n}
+    strategies["validation"] = {"accuracy": float(np.mean(
+        val_logits.argmax(1) == encoded[valid])), "n": len(valid)}
     # the scores of reject_label, fitted as fit fits them (on every training image here)
     logits_tr, feats_tr = clf._pass(_source(Xtr), np.arange(len(Xtr)))
     ytr_idx = np.searchsorted(clf.classes_, ytr)
@@ -150,7 +174,7 @@ def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
     return {"task": task, "unfreeze": unfreeze, "seed": seed, "fit_s": fit_s,
             "temperature": T, "accuracy": float(acc), "ece_before": before[0],
             "ece_after": after[0], "nll_before": before[1], "nll_after": after[1],
-            "novelty": methods, "precision": clf.precision_}
+            "strategies": strategies, "novelty": methods, "precision": clf.precision_}
 
 
 def _source(X):
@@ -163,13 +187,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--unfreeze", nargs="+", default=["0", "all"])
-    parser.add_argument("--tasks", nargs="+", default=["regions", "digits"])
+    parser.add_argument("--tasks", nargs="+", default=["regions", "digits", "digits-shift"])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=25)
     parser.add_argument("--n-digits", type=int, default=300)
     parser.add_argument("--output", default="trust.json")
     args = parser.parse_args(argv)
-    data = {"regions": regions(args.per_class), "digits": digits(args.n_digits)}
+    data = {"regions": regions(args.per_class), "digits": digits(args.n_digits),
+            "digits-shift": digits(args.n_digits, shuffle=False)}
     out = Path(__file__).parent / "results" / args.output
     out.parent.mkdir(exist_ok=True)
     rows = []
@@ -184,6 +209,11 @@ def main(argv=None) -> None:
                       f"T={row['temperature']:.2f} ECE {row['ece_before']:.3f}->"
                       f"{row['ece_after']:.3f} NLL {row['nll_before']:.3f}->"
                       f"{row['nll_after']:.3f} ({row['fit_s']:.0f}s)", flush=True)
+                print("    temperatures: " + "  ".join(
+                    f"{k}: T={v['temperature']:.2f} ECE {v['ece']:.3f} NLL {v['nll']:.3f}"
+                    for k, v in row["strategies"].items() if "temperature" in v)
+                    + f"  (validation accuracy {row['strategies']['validation']['accuracy']:.3f})",
+                    flush=True)
                 for m, r in row["novelty"].items():
                     print(f"    {m:12s} kept {r['kept_test']:.2f}  " + "  ".join(
                         f"{k.split(' (')[0]}={v:.3f}" for k, v in r["auroc"].items()),

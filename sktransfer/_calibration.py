@@ -1,7 +1,11 @@
 """Temperature scaling: one number, fitted on held-out logits, that calibrates probabilities.
 
 Guo et al. (2017), "On calibration of modern neural networks": divide the logits by a
-temperature ``T`` fitted to minimise the negative log-likelihood of held-out labels. For
+temperature ``T`` fitted to minimise the negative log-likelihood of held-out labels (here
+with Laplace-smoothed labels by default for the estimators: a validation split of a few
+dozen images that the model classifies without a mistake would otherwise drive ``T``
+towards 0, and measured, the smoothing lowered the test log-loss on every in-distribution
+run, see ``benchmarks/bench_trust.py``). For
 one view, ``softmax(z / T)``; this module applies it to probabilities as
 ``p ** (1 / T)`` renormalised (multi-label: ``sigmoid(logit(p) / T)``), which is the same
 thing for one view and, for the average of several test-time views, calibrates the
@@ -22,24 +26,29 @@ T_RANGE = (0.05, 20.0)
 
 def negative_log_likelihood(logits: np.ndarray, targets: np.ndarray,
                             weights: np.ndarray | None = None, multilabel: bool = False,
-                            temperature: float = 1.0) -> float:
+                            temperature: float = 1.0, smoothing: float = 0.0) -> float:
     """The (weighted) mean NLL of ``targets`` under ``logits / temperature``.
 
     Single-label: cross-entropy of the class indices ``targets``; multi-label: binary
-    cross-entropy summed over labels, averaged over images.
+    cross-entropy summed over labels, averaged over images. ``smoothing`` moves that
+    share of each target's weight to the uniform distribution (label smoothing).
     """
     z = np.asarray(logits, dtype=np.float64) / temperature
     if multilabel:
-        t = np.asarray(targets, dtype=np.float64)
+        t = np.asarray(targets, dtype=np.float64) * (1 - smoothing) + smoothing / 2
         # log sigmoid(z) = -log(1 + exp(-z)), stably
         per_image = (t * np.logaddexp(0, -z) + (1 - t) * np.logaddexp(0, z)).sum(axis=1)
     else:
-        per_image = -log_softmax(z, axis=1)[np.arange(len(z)), np.asarray(targets)]
+        log_p = log_softmax(z, axis=1)
+        per_image = -(1 - smoothing) * log_p[np.arange(len(z)), np.asarray(targets)]
+        if smoothing:
+            per_image -= smoothing * log_p.mean(axis=1)
     return float(np.average(per_image, weights=weights))
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray,
-                    weights: np.ndarray | None = None, multilabel: bool = False) -> float:
+                    weights: np.ndarray | None = None, multilabel: bool = False,
+                    smoothing: float | None = 0.0) -> float:
     """The temperature minimising the held-out NLL (bounded search over ``log T``).
 
     Parameters
@@ -52,6 +61,11 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray,
         Sample weights of the held-out images.
     multilabel : bool, default=False
         Sigmoid outputs (binary cross-entropy) instead of softmax.
+    smoothing : float or None, default=0.0
+        Label smoothing of the held-out targets; None: ``1 / (n + 2)`` for ``n`` held-out
+        images (Laplace's rule of succession: ``n`` right answers out of ``n`` do not
+        make the next one certain), which keeps a small validation set that the model
+        classifies perfectly from driving the temperature to 0.
 
     Returns
     -------
@@ -62,8 +76,12 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray,
     if not np.isfinite(logits).all():
         raise ValueError("the held-out logits are not all finite; cannot fit a temperature")
 
+    if smoothing is None:
+        smoothing = 1.0 / (len(logits) + 2)
+
     def nll(log_t: float) -> float:
-        return negative_log_likelihood(logits, targets, weights, multilabel, np.exp(log_t))
+        return negative_log_likelihood(logits, targets, weights, multilabel, np.exp(log_t),
+                                       smoothing)
 
     lo, hi = np.log(T_RANGE)
     result = minimize_scalar(nll, bounds=(lo, hi), method="bounded",

@@ -417,9 +417,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         reject threshold, on the training images' embeddings (``reject_label``)."""
         if self.calibration is not None and valid_idx is not None:
             logits, _ = self._pass(source, valid_idx)
+            # Laplace-smoothed targets: a small validation set classified without a
+            # mistake must not drive the temperature to 0 (see fit_temperature)
             self.temperature_ = fit_temperature(
                 logits, targets[valid_idx], None if weights is None else weights[valid_idx],
-                self.multilabel_)
+                self.multilabel_, smoothing=None)
         if self.reject_label is not None:
             rows = np.asarray(train_idx)[targets[train_idx] >= 0]  # labelled rows
             logits, features = self._pass(source, rows)

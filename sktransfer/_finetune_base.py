@@ -250,6 +250,7 @@ class BaseFineTuner(ImageEstimator):
             # (if any) stays as it was.
             raise KeyboardInterrupt
         self._after_training(net, plain_train, validate)
+        net.module_.eval()  # fitted: in inference mode for whoever uses the module
         net.release()
         self._set_fitted(net, info, backbone, len(net.history), state.best_epoch_,
                          interrupted, lr, finder, meter.stop())

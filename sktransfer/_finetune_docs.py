@@ -199,15 +199,21 @@ def _with_entries(section: str, entries: dict[str, str]) -> str:
 
 def fill_docstring(cls: type | None = None, *, parameters: dict[str, str] | None = None):
     """Put the shared parameter, attribute and notes sections into ``cls.__doc__``;
-    ``parameters`` replaces the entries of shared parameters that mean something else
-    for that estimator (usable as ``@fill_docstring(parameters={...})``)."""
+    ``parameters`` replaces the entries of shared parameters (and of the classifiers'
+    calibration and rejection parameters) that mean something else for that estimator
+    (usable as ``@fill_docstring(parameters={...})``)."""
     if cls is None:
         return lambda klass: fill_docstring(klass, parameters=parameters)
-    shared = _with_entries(SHARED_PARAMETERS, parameters or {})
-    cls._declared_parameter_docs = dict(parameters or {})  # its own entries (tests read them)
+    parameters = dict(parameters or {})
+    trust_names = {name for name in parameters if re.search(
+        rf"(^|\n    ){re.escape(name)} : ", TRUST_PARAMETERS)}
+    shared = _with_entries(SHARED_PARAMETERS, {k: v for k, v in parameters.items()
+                                               if k not in trust_names})
+    trust = _with_entries(TRUST_PARAMETERS, {k: parameters[k] for k in trust_names})
+    cls._declared_parameter_docs = parameters  # its own entries (tests read them)
     cls.__doc__ = (cls.__doc__.replace("%(shared_parameters)s", shared)
                    .replace("%(shared_attributes)s", SHARED_ATTRIBUTES)
                    .replace("%(shared_notes)s", SHARED_NOTES)
-                   .replace("%(trust_parameters)s", TRUST_PARAMETERS)
+                   .replace("%(trust_parameters)s", trust)
                    .replace("%(trust_attributes)s", TRUST_ATTRIBUTES))
     return cls

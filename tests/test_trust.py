@@ -13,7 +13,12 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from sktransfer import FineTuneClassifier, export_model, import_model
-from sktransfer._calibration import calibrate, fit_temperature, negative_log_likelihood
+from sktransfer._calibration import (
+    T_RANGE,
+    calibrate,
+    fit_temperature,
+    negative_log_likelihood,
+)
 
 from ._helpers import X_TOY, Y_TOY, tiny_cnn, toy
 
@@ -64,6 +69,18 @@ def test_fit_temperature_recovers_the_temperature_of_overconfident_logits():
     # multi-label: the same with sigmoids
     t = (rng.random(z.shape) < expit(z)).astype(float)
     assert fit_temperature(0.5 * z, t, multilabel=True) == pytest.approx(0.5, rel=0.1)
+
+
+def test_a_flawless_small_validation_set_does_not_drive_the_temperature_to_zero():
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 4
+    z = rng.normal(size=(40, 4)) * 0.5
+    z[np.arange(40), y] += 2  # every image right, with margins
+    plain = fit_temperature(z, y, smoothing=0.0)  # NLL falls all the way to T -> 0
+    assert plain == pytest.approx(T_RANGE[0], rel=0.01)
+    T = fit_temperature(z, y, smoothing=None)  # Laplace: 40 right of 40 is not certainty
+    confidence = softmax(z / T, axis=1).max(axis=1).mean()
+    assert T > 5 * plain and 0.9 < confidence < 1 - 1 / 84
 
 
 def test_fit_temperature_never_makes_the_held_out_nll_worse():
