@@ -10,6 +10,7 @@ from . import (
     _cli_export,
     _cli_extract,
     _cli_fit,
+    _cli_inspect,
     _cli_predict,
     _cli_segmentation,
     _cli_zero_shot,
@@ -44,6 +45,9 @@ _COMMANDS = [
      _cli_export.add_arguments, _cli_export.export),
     ("zero-shot", "label images with classes named in text (few-shot with --shots)",
      _cli_zero_shot.add_arguments, _cli_zero_shot.zero_shot),
+    ("inspect", "report where a saved classifier fails on a labelled folder (top losses "
+     "with heat maps, confusions, calibration, likely label errors)",
+     _cli_inspect.add_arguments, _cli_inspect.inspect),
 ]
 
 
