@@ -18,6 +18,10 @@ Then a label per pixel: an FCN on the same pretrained backbone learns which phot
 pixel of a collage came from (40 training collages); its mean IoU is printed and
 ``segmentation.png`` shows test images, their true masks and the predicted ones.
 
+Last, where the best model fails: ``top_losses.png`` shows the test patches it gets most
+wrong, each with a Grad-CAM heat map of where the network looked, and the expected
+calibration error of its probabilities is printed.
+
 Run: ``make demo`` or ``python examples/demo.py [--out demo_output] [--quick]``.
 """
 
@@ -218,7 +222,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     iou = segment(out, epochs=4 if args.quick else 12)
     print(f"\nsegmentation (a label per pixel, 40 training collages): test mean IoU "
           f"{iou:.3f}; picture: {out / 'segmentation.png'}")
+
+    inspect_errors(best["model"], X_test, y_test, out)
     return rows
+
+
+def inspect_errors(model, X_test: np.ndarray, y_test: np.ndarray, out: Path) -> None:
+    """The test patches the model gets most wrong, with where it looked (Grad-CAM)."""
+    from sktransfer.inspect import plot_top_losses, top_losses
+    from sktransfer.metrics import expected_calibration_error
+
+    plot_top_losses(model, X_test, y_test, k=8, path=out / "top_losses.png")
+    worst = top_losses(model, X_test, y_test, k=3)
+    ece = expected_calibration_error(y_test, model.predict_proba(X_test),
+                                     labels=model.classes_)
+    print("\nwhere it fails: the worst test patches (true -> predicted, probability): "
+          + ", ".join(f"{r.true} -> {r.predicted} ({r.probability:.2f})"
+                      for r in worst.itertuples())
+          + f"; expected calibration error {ece:.3f}; picture with heat maps: "
+          f"{out / 'top_losses.png'}")
 
 
 if __name__ == "__main__":

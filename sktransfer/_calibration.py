@@ -8,8 +8,9 @@ towards 0, and measured, the smoothing lowered the test log-loss on every in-dis
 run, see ``benchmarks/bench_trust.py``). For
 one view, ``softmax(z / T)``; this module applies it to probabilities as
 ``p ** (1 / T)`` renormalised (multi-label: ``sigmoid(logit(p) / T)``), which is the same
-thing for one view and, for the average of several test-time views, calibrates the
-average while keeping its ranking, so the predicted class never changes.
+thing for one view (up to float32 underflow: a probability that rounded to 0, a logit gap
+beyond about 100, stays 0) and, for the average of several test-time views, calibrates
+the average while keeping its ranking, so the predicted class never changes.
 """
 
 from __future__ import annotations

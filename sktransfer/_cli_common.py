@@ -226,13 +226,15 @@ def write_predictions(model, paths: list[Path], out: str | None) -> int:
     elif not hasattr(model, "predict_proba"):
         header, rows = _regression_rows(model, paths)
     else:
-        proba = model.predict_proba([str(p) for p in paths])
+        rejects = getattr(model, "reject_label", None) is not None
+        if rejects:  # labels ("none of these" too) and probabilities from one pass
+            labels, proba = model._predict_and_proba([str(p) for p in paths])
+        else:
+            proba = model.predict_proba([str(p) for p in paths])
         if getattr(model, "multilabel_", False):
             labels = [";".join(str(c) for c, v in zip(model.classes_, row, strict=True)
                                if v >= 0.5) for row in proba]
-        elif getattr(model, "reject_label", None) is not None:  # "none of these" too
-            labels = model.predict([str(p) for p in paths])
-        else:
+        elif not rejects:
             labels = model.classes_[proba.argmax(axis=1)]
         header = ["path", "label", *[f"proba_{c}" for c in model.classes_]]
         rows = ([str(p), str(lab), *(f"{v:.6f}" for v in row)]

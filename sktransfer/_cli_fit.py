@@ -49,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "DomainAdaptationClassifier's, 1.0)")
     p.add_argument("--validation-fraction", type=float, default=None, metavar="F",
                    help="fine-tuning: share of the images held out for early stopping; a "
-                        "classifier also calibrates its probabilities on them (temperature "
-                        "scaling) (default: none held out)")
+                        "classifier (not with --unlabelled) also calibrates its "
+                        "probabilities on them (temperature scaling) (default: none held "
+                        "out)")
     p.add_argument("--reject-label", default=None, metavar="LABEL",
                    help="fine-tuned classifiers: the label predicted for images unlike "
                         "the training images (e.g. unknown); the novelty threshold keeps "

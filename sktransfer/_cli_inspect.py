@@ -79,7 +79,6 @@ def _report(model, X: list, y: np.ndarray, args) -> str:
     """Write the report's files; the summary to print."""
     import matplotlib.pyplot as plt  # the 'plot' extra (its ImportError is reported)
     from sklearn.base import clone
-    from sklearn.metrics import log_loss
 
     from ._fixed_predictions import FixedPredictions
     from ._label_issues import issue_table
@@ -88,7 +87,13 @@ def _report(model, X: list, y: np.ndarray, args) -> str:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    known = FixedPredictions(model, X, np.asarray(model.predict_proba(X), dtype=np.float64))
+    if getattr(model, "reject_label", None) is not None:  # its labels from the same pass
+        labels, proba = model._predict_and_proba(X)
+    else:
+        labels, proba = None, model.predict_proba(X)
+    proba = np.asarray(proba, dtype=np.float64)
+    proba /= proba.sum(axis=1, keepdims=True)  # float32 rows summing to 1 within 1e-7
+    known = FixedPredictions(model, X, proba, labels)
     classes = known.classes_
 
     losses = top_losses(known, X, y, k=None)
@@ -113,9 +118,11 @@ def _report(model, X: list, y: np.ndarray, args) -> str:
 
     accuracy = float(np.mean(predicted == y))
     confused = most_confused(known, X, y).head(3)
+    # log-loss in classes_' column order (sklearn's log_loss assumes sorted columns)
+    seen = proba[np.arange(len(y)), _codes(y, classes)]
+    loss = float(-np.mean(np.log(np.clip(seen, np.finfo(np.float64).tiny, 1.0))))
     lines = [f"{len(X)} images, {len(classes)} classes; accuracy {accuracy:.3f}, "
-             f"log-loss {log_loss(y, known.proba, labels=classes):.3f}, expected "
-             f"calibration error {ece:.3f}"]
+             f"log-loss {loss:.3f}, expected calibration error {ece:.3f}"]
     if len(confused):
         lines.append("most confused (true -> predicted): " + ", ".join(
             f"{r.true} -> {r.predicted} ({r.count})" for r in confused.itertuples()))
@@ -126,6 +133,12 @@ def _report(model, X: list, y: np.ndarray, args) -> str:
                     if len(issues) else ""))
     lines.append(f"report: {out}/ (" + ", ".join(REPORT_FILES) + ")")
     return "\n".join(lines)
+
+
+def _codes(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The column of each label of ``y`` in ``classes`` (in their order, sorted or not)."""
+    column = {c: i for i, c in enumerate(classes.tolist())}
+    return np.asarray([column[v] for v in y.tolist()])
 
 
 def _confusion_png(y: np.ndarray, predicted: np.ndarray, classes: np.ndarray,

@@ -240,21 +240,27 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if is_dask_collection(X):
             check_is_fitted(self, "net_")
             return self._lazy(X, "predict")
+        return self._predict_and_proba(X)[0]
+
+    def _predict_and_proba(self, X: object) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` and :meth:`predict_proba` from one pass over ``X`` (the
+        command line writes both)."""
         check_is_fitted(self, "net_")
         rejector = self._active_rejector()
         if rejector is None:
             proba = self.predict_proba(X)
         else:
             outputs, features = self._outputs(X)
-            proba = self.net_.predict_nonlinearity(outputs).numpy()
+            proba = calibrate(self.net_.predict_nonlinearity(outputs).numpy(),
+                              self._temperature(), self.multilabel_)
         if self.multilabel_:
-            return (proba >= 0.5).astype(np.int64)
-        labels = self.classes_[np.argmax(proba, axis=1)]
+            return (proba >= 0.5).astype(np.int64), proba
+        best = np.argmax(proba, axis=1)
         if rejector is None:
-            return labels
+            return self.classes_[best], proba
         novel = rejector.decision(features, outputs.numpy()) < 0
-        return label_array(self.classes_, self.reject_label)[
-            np.where(novel, len(self.classes_), np.argmax(proba, axis=1))]
+        labels = label_array(self.classes_, self.reject_label)
+        return labels[np.where(novel, len(self.classes_), best)], proba
 
     def typicality(self, X: object) -> np.ndarray:
         """How typical each image is of the training images, minus the fitted threshold.
@@ -272,9 +278,13 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         Returns
         -------
         scores : ndarray of shape (n_samples,), dtype float64
-            Higher is more typical.
+            Higher is more typical. A lazy ``dask.array.Array`` for a Dask collection
+            ``X``.
         """
         check_is_fitted(self, "net_")
+        if is_dask_collection(X):
+            self._active_rejector()  # its errors now, not in a worker
+            return self._lazy(X, "typicality")
         rejector = self._active_rejector()
         if rejector is None:
             raise ValueError("typicality needs the novelty threshold that fit learns when "
@@ -291,7 +301,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             return outputs_and_features(self.net_, dataset)
 
     def _temperature(self) -> float:
-        return float(getattr(self, "temperature_", 1.0))  # fitted before calibration: 1
+        """The fitted temperature; 1 with ``calibration=None`` (which switches it off at
+        predict time too) and for models fitted before calibration existed."""
+        if self.calibration is None:
+            return 1.0
+        return float(getattr(self, "temperature_", 1.0))
 
     def _active_rejector(self) -> Rejector | None:
         """The fitted reject threshold, when ``reject_label`` asks for it."""
@@ -299,9 +313,17 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if self.reject_label is None:
             return None
         if rejector is None:
-            raise ValueError(f"reject_label={self.reject_label!r} was set after fit: the "
-                             "novelty threshold is learned by fit; refit, or set "
-                             "reject_label=None")
+            raise ValueError(f"reject_label={self.reject_label!r} but no novelty threshold "
+                             "was fitted (reject_label was set after fit, or fit did not "
+                             "finish); refit, or set reject_label=None")
+        check_reject_label(self.reject_label, self.classes_)  # it may have changed
+        changed = [f"{name}={getattr(self, name)!r}" for name, fitted in
+                   (("novelty", rejector.method), ("keep_rate", rejector.keep_rate))
+                   if fitted is not None and getattr(self, name) != fitted]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} changed after fit, but the novelty "
+                             f"threshold was fitted with novelty={rejector.method!r}, "
+                             f"keep_rate={rejector.keep_rate!r}; refit")
         return rejector
 
     def _output_meta(self, method: str) -> np.ndarray:
@@ -312,6 +334,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if method == "decision_function":
             shape = (0,) if n == 2 and not self.multilabel_ else (0, n)
             return np.empty(shape, dtype=np.float32)
+        if method == "typicality":
+            return np.empty(0, dtype=np.float64)
         if self.multilabel_:
             return np.empty((0, n), dtype=np.int64)
         if self.reject_label is not None:
@@ -423,10 +447,15 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                 logits, targets[valid_idx], None if weights is None else weights[valid_idx],
                 self.multilabel_, smoothing=None)
         if self.reject_label is not None:
-            rows = np.asarray(train_idx)[targets[train_idx] >= 0]  # labelled rows
+            rows = np.asarray(train_idx)
             logits, features = self._pass(source, rows)
+            labels = targets[rows].copy()
+            # unlabelled rows (domain adaptation's target images, the kind it will
+            # predict) count with the class the network gives them
+            unlabelled = labels < 0
+            labels[unlabelled] = logits[unlabelled].argmax(axis=1)
             self._rejector = Rejector.fit(self.novelty, float(self.keep_rate), features,
-                                          logits, targets[rows])
+                                          logits, labels)
 
     def _pass(self, source, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits and embeddings of ``source``'s ``rows`` (no augmentation, no views)."""

@@ -256,7 +256,11 @@ class BaseFineTuner(ImageEstimator):
                          interrupted, lr, finder, meter.stop())
         state.best_state_ = None  # in the module now; not worth a second copy in pickles
         if interrupted:
-            # Usable now, with the best weights so far; the caller still sees the Ctrl-C.
+            # Usable now, with the best weights so far (calibrated, with its reject
+            # threshold: one pass, which a second Ctrl-C skips); the caller still sees
+            # the Ctrl-C.
+            with contextlib.suppress(KeyboardInterrupt):
+                self._fit_from_network(source, targets, weights, train_idx, valid_idx)
             raise KeyboardInterrupt
         self._after_fit(source, targets, weights, seed)
         self._fit_from_network(source, targets, weights, train_idx, valid_idx)

@@ -149,7 +149,8 @@ calibration : {"auto", "temperature"} or None, default="auto"
         the logits in :meth:`predict_proba` and :meth:`decision_function`. It never
         changes :meth:`predict`. ``"temperature"`` needs ``validation_fraction > 0``;
         ``"auto"`` calibrates when there is a validation split and leaves the
-        probabilities alone otherwise; ``None`` never calibrates. The default was chosen
+        probabilities alone otherwise; ``None`` never calibrates (set after fit, it
+        switches the fitted temperature off). The default was chosen
         by measurement (see the performance page): fine-tuned networks are
         overconfident, and the temperature lowered the expected calibration error and
         the log-loss of held-out images on the tasks measured.
@@ -159,9 +160,11 @@ calibration : {"auto", "temperature"} or None, default="auto"
         labels' kind, not one of them. It is not a class: ``classes_`` and the columns
         of :meth:`predict_proba` stay the classes of ``y``, and ``score`` counts a
         rejected image as an error. ``fit`` then also embeds the training images once
-        (the head's input) and fits the ``novelty`` score with a threshold that keeps
-        ``keep_rate`` of them; :meth:`typicality` gives the score. ``None``: every image
-        gets a class. Single-label ``y`` only.
+        (the head's input; unlabelled ones too, with the class the network gives them)
+        and fits the ``novelty`` score with a threshold that keeps ``keep_rate`` of
+        images like them; :meth:`typicality` gives the score. ``novelty`` and
+        ``keep_rate`` changed after fit need a refit. ``None``: every image gets a class.
+        Single-label ``y`` only.
     novelty : {"mahalanobis", "knn", "energy"}, default="mahalanobis"
         How typical an image is, for ``reject_label``: the Mahalanobis distance of its
         embedding to the nearest class mean (:class:`NoveltyDetector`), the distance to
@@ -178,7 +181,9 @@ temperature_ : float
 
 SHARED_NOTES = """\
 **Interrupting.** Ctrl-C during ``fit`` stops training and leaves the estimator
-    fitted with the best weights so far (``best_epoch_``, ``interrupted_=True``); the
+    fitted with the best weights so far (``best_epoch_``, ``interrupted_=True``; a
+    classifier calibrated and with its reject threshold, unless a second Ctrl-C stops
+    that pass too); the
     KeyboardInterrupt is then re-raised so that scripts and searches stop too. Ctrl-C
     before the first epoch ends leaves the estimator as it was. With ``checkpoint``,
     calling ``fit`` again resumes; on the CPU the resumed model is identical to one

@@ -11,13 +11,13 @@ class FixedPredictions(ClassifierMixin, BaseEstimator):
 
     ``sktransfer inspect``'s report reads them four times (losses, confusions,
     calibration, label issues); this computes them once. Other inputs go to the
-    classifier itself.
+    classifier itself. ``labels`` are the model's own ``predict`` for ``X`` when it
+    differs from the most probable class (a reject label).
     """
 
-    def __init__(self, model, X: list, proba: np.ndarray):
-        self.model, self.X, self.proba = model, X, proba
+    def __init__(self, model, X: list, proba: np.ndarray, labels: np.ndarray | None = None):
+        self.model, self.X, self.proba, self.labels = model, X, proba, labels
         self.classes_ = np.asarray(model.classes_)
-        self._labels = None
 
     def __sklearn_is_fitted__(self) -> bool:
         return True
@@ -29,10 +29,10 @@ class FixedPredictions(ClassifierMixin, BaseEstimator):
         return self.proba if X is self.X else self.model.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
+        """The model's labels (its reject label too, when given), else the most probable
+        class."""
         if X is not self.X:
             return self.model.predict(X)
-        if self._labels is None:  # a reject label needs the model's own predict
-            rejects = getattr(self.model, "reject_label", None) is not None
-            self._labels = np.asarray(self.model.predict(X)) if rejects else \
-                self.classes_[self.proba.argmax(axis=1)]
-        return self._labels
+        if self.labels is not None:
+            return self.labels
+        return self.classes_[self.proba.argmax(axis=1)]

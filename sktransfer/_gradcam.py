@@ -265,13 +265,15 @@ def explainer(estimator: object) -> Explainer:
             f"DomainAdaptationClassifier, ZeroShotClassifier) or a Pipeline of a "
             f"PretrainedFeatureExtractor and a linear classifier; got "
             f"{type(estimator).__name__}")
-    device = _runtime.resolve_device(getattr(estimator, "device", "auto"))
     batch_size = int(getattr(estimator, "batch_size", 32))
     if hasattr(estimator, "net_") or not hasattr(estimator, "backbone_"):
         check_is_fitted(estimator, "net_")
+        # where predict runs: skorch maps a GPU-fitted net to the CPU where CUDA is absent
+        device = torch.device(estimator.net_.device)
         # the fine-tuners: their network's logits (test-time augmentation is not applied)
         return Explainer(frozen_copy(estimator.net_.module_), estimator.preprocessing_,
                          np.asarray(estimator.classes_), device, batch_size)
+    device = _runtime.resolve_device(getattr(estimator, "device", "auto"))
     deployable = estimator.__sktransfer_deploy__()
     return Explainer(_logits(deployable.network), deployable.preprocessing,
                      np.asarray(deployable.classes), device, batch_size)

@@ -23,19 +23,22 @@ class Rejector:
     inputs, ``"energy"`` scores the logits (``logsumexp``; Liu et al. 2020).
     """
 
-    def __init__(self, method: str, detector=None, offset: float = 0.0):
+    def __init__(self, method: str, detector=None, offset: float = 0.0,
+                 keep_rate: float | None = None):
         self.method, self.detector, self.offset = method, detector, float(offset)
+        self.keep_rate = keep_rate  # what it was fitted with (None: files from before)
 
     @classmethod
     def fit(cls, method: str, keep_rate: float, features: np.ndarray, logits: np.ndarray,
             labels: np.ndarray) -> Rejector:
         if method == "energy":
             scores = energy(logits)
-            return cls(method, offset=np.quantile(scores, 1 - keep_rate, method="lower"))
+            return cls(method, offset=np.quantile(scores, 1 - keep_rate, method="lower"),
+                       keep_rate=keep_rate)
         from ._novelty import NoveltyDetector
 
         detector = NoveltyDetector(method, keep_rate=keep_rate).fit(features, labels)
-        return cls(method, detector)
+        return cls(method, detector, keep_rate=keep_rate)
 
     def decision(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Typicality minus the threshold: negative for images to reject."""
@@ -46,20 +49,22 @@ class Rejector:
     # pickle-free exchange: JSON values and named arrays
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         if self.detector is None:
-            return {"method": self.method, "offset": self.offset}, {}
+            return {"method": self.method, "offset": self.offset,
+                    "keep_rate": self.keep_rate}, {}
         values, arrays = self.detector._fitted_state()
         return {"method": self.method, "params": self.detector.get_params(),
-                "detector": values}, arrays
+                "detector": values, "keep_rate": self.keep_rate}, arrays
 
     @classmethod
     def from_state(cls, values: dict, arrays: dict[str, np.ndarray]) -> Rejector:
         if "detector" not in values:
-            return cls(values["method"], offset=values["offset"])
+            return cls(values["method"], offset=values["offset"],
+                       keep_rate=values.get("keep_rate"))
         from ._novelty import NoveltyDetector
 
         detector = NoveltyDetector._from_fitted_state(values["params"], values["detector"],
                                                       arrays)
-        return cls(values["method"], detector)
+        return cls(values["method"], detector, keep_rate=values.get("keep_rate"))
 
 
 def energy(logits: np.ndarray) -> np.ndarray:
@@ -107,6 +112,10 @@ def check_reject_label(reject_label: object, classes: np.ndarray) -> None:
     if reject_label is None:
         return
     values = classes.tolist()
+    if classes.dtype.kind == "b":
+        raise ValueError(f"reject_label={reject_label!r} with boolean labels: predict "
+                         "would mix booleans with the reject label, which scikit-learn's "
+                         "metrics refuse; pass y.astype(int) with reject_label=-1")
     numeric = classes.dtype.kind in "iuf"
     text = classes.dtype.kind == "U" or all(isinstance(v, str) for v in values)
     is_number = isinstance(reject_label, (int, float, np.integer, np.floating)) and \

@@ -99,3 +99,35 @@ def test_fit_refuses_trust_options_without_fine_tuning(tmp_path, capsys):
     train = _folder(tmp_path / "train", 4, 0)
     assert run("fit", train, "-o", tmp_path / "m.joblib", "--reject-label", "x", *TINY) == 2
     assert "--reject-label applies to fine-tuning" in capsys.readouterr().err
+
+
+def test_inspect_reads_probabilities_in_the_models_column_order(tmp_path, capsys):
+    """A zero-shot classifier keeps its classes in the order given (not sorted): the
+    log-loss must read each image's column by name."""
+    pytest.importorskip("open_clip")
+    import joblib
+
+    from sktransfer import ZeroShotClassifier
+    from sktransfer.datasets import held_out_combos, load_captioned_shapes
+
+    from ._helpers import TINY_CLIP
+
+    seen, _ = held_out_combos()
+    pairs = sorted(seen[:2], reverse=True)
+    classes = [f"{c} {s}" for c, s in pairs]  # in reverse order
+    clf = ZeroShotClassifier(f"open_clip:local-dir:{TINY_CLIP}", templates=["a {}."],
+                             classes=classes, precision="float32").fit()
+    assert list(clf.classes_) == classes and classes != sorted(classes)
+    images, _, meta = load_captioned_shapes(8, seed=5, combos=pairs * 4)
+    folder = tmp_path / "shapes"
+    for i, (image, label) in enumerate(zip(images, meta["combo"], strict=True)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(image)).save(folder / label / f"{i}.png")
+    joblib.dump(clf, tmp_path / "zs.joblib")
+    assert run("inspect", tmp_path / "zs.joblib", folder, "-o", tmp_path / "r") == 0
+    printed = float(capsys.readouterr().out.split("log-loss ")[1].split(",")[0])
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    proba = clf.predict_proba(paths)
+    truth = [classes.index(Path(p).parent.name) for p in paths]
+    expected = -np.mean(np.log(proba[np.arange(len(paths)), truth]))
+    assert printed == pytest.approx(expected, abs=2e-3)

@@ -84,6 +84,8 @@ def test_demo_quick(tmp_path):
     iou = float(out.split("test mean IoU ")[1].split(";")[0])
     assert 0.5 < iou <= 1  # two classes: a constant prediction scores about 0.25
     assert (tmp_path / "segmentation.png").stat().st_size > 10_000
+    assert (tmp_path / "top_losses.png").stat().st_size > 10_000  # with heat maps
+    assert "where it fails: the worst test patches" in out
     rows = {line[:34].strip(): float(line[34:].split()[0]) for line in out.splitlines()
             if line.startswith(("raw pixels", "frozen features", "Lite0 from"))}
     assert rows["frozen features + LogReg"] > rows["raw pixels + LogReg"] + 0.15

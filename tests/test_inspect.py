@@ -317,6 +317,19 @@ def test_explain_leaves_the_estimator_as_it_was(trained):
     np.testing.assert_array_equal(trained.predict_proba(X), proba)
 
 
+def test_explain_runs_where_predict_runs(trained):
+    """A model fitted on a GPU and loaded on a machine without one predicts on the CPU
+    (skorch maps its net there) with ``device="cuda"`` still set: explain follows."""
+    import copy
+
+    X, _, _ = squares(4, seed=3)
+    loaded = copy.deepcopy(trained)
+    elsewhere = "cpu" if torch.cuda.is_available() else "cuda"  # not where the net is
+    loaded.set_params(device=elsewhere)
+    for a, b in zip(explain(loaded, X), explain(trained, X), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_explain_a_pipeline_folds_the_scaler_into_the_linear_map():
     X, y, corners = squares(48, seed=5)
     extractor = PretrainedFeatureExtractor(tiny_cnn(2), image_size=SIZE, resize_size=SIZE,

@@ -230,6 +230,7 @@ def test_reject_labels_and_temperature_survive_saving(rejecting, calibrated, fmt
     ({"reject_label": "none"}, np.arange(24) % 3, "not of the kind"),
     ({"reject_label": -1.5}, np.arange(24) % 3, "not an integer"),
     ({"reject_label": -1}, np.eye(3, dtype=int)[np.arange(24) % 3], "single-label"),
+    ({"reject_label": -1}, np.arange(24) % 2 == 0, "boolean labels"),
 ])
 def test_reject_label_errors_name_the_problem(params, y, match):
     with pytest.raises(ValueError, match=match):
@@ -243,6 +244,50 @@ def test_reject_label_set_after_fit_asks_for_a_refit():
         clf.predict(X_TOY)
     with pytest.raises(ValueError, match="reject_label"):
         clf.set_params(reject_label=None).typicality(X_TOY)
+
+
+def test_settings_changed_after_fit_are_refused_or_honoured(rejecting, calibrated):
+    clf = copy.deepcopy(rejecting)
+    for change, match in [({"keep_rate": 0.5}, "keep_rate=0.5 changed after fit"),
+                          ({"novelty": "energy"}, "novelty='energy' changed after fit"),
+                          ({"reject_label": "cat"}, "one of the classes"),
+                          ({"reject_label": -1}, "not of the kind")]:
+        clf.set_params(**change)
+        with pytest.raises(ValueError, match=match):
+            clf.predict(NOVEL)
+        clf.set_params(**rejecting.get_params())
+    np.testing.assert_array_equal(clf.predict(NOVEL), rejecting.predict(NOVEL))
+    # calibration=None switches the fitted temperature off, as its documentation says
+    plain = copy.deepcopy(calibrated).set_params(calibration=None)
+    np.testing.assert_allclose(softmax(plain.decision_function(X_CAL), axis=1),
+                               plain.predict_proba(X_CAL), atol=1e-5)
+    np.testing.assert_allclose(plain.decision_function(X_CAL) / calibrated.temperature_,
+                               calibrated.decision_function(X_CAL), rtol=1e-5, atol=1e-6)
+
+
+def test_typicality_takes_dask_collections(rejecting):
+    import dask
+    import dask.array as da
+
+    lazy = rejecting.typicality(da.from_array(X_CAL, chunks=16))
+    assert isinstance(lazy, da.Array) and lazy.dtype == np.float64
+    with dask.config.set(scheduler="sync"):
+        np.testing.assert_allclose(lazy.compute(), rejecting.typicality(X_CAL), rtol=1e-6)
+
+
+def test_domain_adaptation_rejects_by_the_images_it_adapted_to():
+    from sktransfer import DomainAdaptationClassifier
+
+    source, y = toy_images(48, 3)
+    target = (source // 2 + 100).astype(np.uint8)  # washed out: another domain
+    clf = DomainAdaptationClassifier(tiny_cnn(), image_size=16, resize_size=16, max_epochs=3,
+                                     random_state=0, lr=1e-2, reject_label="unknown",
+                                     guard=False, batchnorm="recalibrate")
+    clf.fit(source, y, X_target=target)
+    assert clf.temperature_ == 1.0  # no calibration by default: the target is shifted
+    # the threshold counts the target images (with the classes the network gives them)
+    assert np.mean(clf.predict(target) == "unknown") <= 0.2
+    assert np.mean(clf.predict(NOVEL) == "unknown") >= 0.75
 
 
 def test_models_pickled_before_calibration_existed_predict_as_before(calibrated):
