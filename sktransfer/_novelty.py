@@ -106,7 +106,7 @@ class NoveltyDetector(OutlierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,) or None
         The labels the Gaussians belong to, when ``y`` was given to ``"mahalanobis"``;
         None otherwise.
-    means_ : ndarray of shape (n_classes, n_features_in_) or None
+    means_ : ndarray of shape (n_classes, n_features) or None
         For ``"mahalanobis"``: the class means of the L2-normalised embeddings (one row
         without labels). None for ``"knn"``.
     shrinkage_ : float or None
@@ -118,9 +118,9 @@ class NoveltyDetector(OutlierMixin, BaseEstimator):
         For ``"knn"``: the ``n_neighbors`` used (see ``n_neighbors``). None for
         ``"mahalanobis"``.
     n_features_in_ : int
-        Number of features seen during :term:`fit`.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`. Defined only when `X`
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
+        Names of features seen during ``fit``. Defined only when `X`
         has feature names that are all strings.
 
     See Also
