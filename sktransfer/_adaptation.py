@@ -289,7 +289,10 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         self._store_params(locals())
 
     _parameter_constraints: dict = {
-        **FineTuneClassifier._parameter_constraints,
+        # one label per image, and no distillation: not FineTuneClassifier's task_weights
+        # and teacher parameters
+        **{k: v for k, v in FineTuneClassifier._parameter_constraints.items()
+           if k not in ("task_weights", "teacher", "distill_temperature", "distill_weight")},
         "method": [options(ADAPTATION_METHODS)],
         "adaptation_weight": [Numbers(numbers.Real, 0, None, closed="left")],
         "adaptation_schedule": [options(ADAPTATION_SCHEDULES)],

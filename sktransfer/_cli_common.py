@@ -225,6 +225,14 @@ def write_predictions(model, paths: list[Path], out: str | None) -> int:
             paths, model.predict([str(p) for p in paths]), strict=True))
     elif not hasattr(model, "predict_proba"):
         header, rows = _regression_rows(model, paths)
+    elif getattr(model, "multioutput_", False):  # one task per column
+        labels, proba = model._predict_and_proba([str(p) for p in paths])
+        header = ["path", *[f"label_{j}" for j in range(labels.shape[1])],
+                  *[f"proba_{j}_{c}" for j, classes in enumerate(model.classes_)
+                    for c in classes]]
+        rows = ([str(p), *map(str, row), *(f"{v:.6f}" for v in np.concatenate(
+                    [task[i] for task in proba]))]
+                for i, (p, row) in enumerate(zip(paths, labels, strict=True)))
     else:
         rejects = getattr(model, "reject_label", None) is not None
         if rejects:  # labels ("none of these" too) and probabilities from one pass

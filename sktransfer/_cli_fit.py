@@ -28,8 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-index", type=int, default=255,
                    help="segmentation: the mask value of unannotated pixels (default: 255)")
     p.add_argument("--targets", default=None, metavar="FILE.csv",
-                   help="regression: CSV with an image column ('path', else the first; "
-                        "relative to FOLDER) and numeric target columns")
+                   help="CSV with an image column ('path', else the first; relative to "
+                        "FOLDER) and target columns: numbers for regression; for "
+                        "classification, labels instead of class subfolders (several "
+                        "columns: one task each on one shared network; an empty cell: no "
+                        "label there)")
     p.add_argument("--target-columns", default=None, metavar="A,B",
                    help="regression: the target columns to use (default: all but the image "
                         "column)")
@@ -52,6 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "classifier (not with --unlabelled) also calibrates its "
                         "probabilities on them (temperature scaling) (default: none held "
                         "out)")
+    p.add_argument("--teacher", default=None, metavar="MODEL.joblib",
+                   help="fine-tuning: distil a fitted classifier (a model saved by 'fit') "
+                        "into this one; with --unlabelled-pool its images (no labels) learn "
+                        "from the teacher alone")
+    p.add_argument("--unlabelled-pool", default=None, metavar="DIR",
+                   help="with --teacher: more images without labels (searched "
+                        "recursively)")
     p.add_argument("--reject-label", default=None, metavar="LABEL",
                    help="fine-tuned classifiers: the label predicted for images unlike "
                         "the training images (e.g. unknown); the novelty threshold keeps "
@@ -94,6 +104,11 @@ def build_estimator(args, strategy: str):
         if regression:
             raise common.CliError("--reject-label is for classifiers, not --task regression")
         trust["reject_label"] = args.reject_label
+    if args.teacher is not None:
+        if regression or strategy != "finetune":
+            raise common.CliError("--teacher distils into a fine-tuned classifier "
+                                  "(--strategy finetune, classification)")
+        trust["teacher"] = common.read_model_file(args.teacher, None)
     return cls(**network, **common.training_params(args, defaults), **adaptation, **trust,
                verbose=not args.quiet and strategy in ("finetune", "adapt"))
 
@@ -114,9 +129,13 @@ def _training_data(args):
         about = f"{len(paths)} images, targets: {', '.join(map(str, y.columns))}"
         y = y.iloc[:, 0] if y.shape[1] == 1 else y
         return [str(p) for p in paths], y, about, common.kfold(args, len(paths)), folds
-    if args.targets:
-        raise common.CliError("--targets is for --task regression; classification reads "
-                              "the labels from the class subfolders")
+    if args.targets:  # labels from a CSV: one task per column (several: multi-output)
+        columns = args.target_columns.split(",") if args.target_columns else None
+        paths, frame = load_targets_table(args.folder, args.targets, columns, labels=True)
+        y = frame.iloc[:, 0].to_numpy() if frame.shape[1] == 1 else frame.to_numpy()
+        about = (f"{len(paths)} images, label columns: "
+                 + ", ".join(f"{name} ({frame[name].nunique()} classes)" for name in frame))
+        return [str(p) for p in paths], y, about, common.kfold(args, len(paths)), folds
     paths, labels, skipped = load_image_folder(args.folder)
     common.warn_skipped(skipped)
     y = np.asarray(labels)
@@ -199,12 +218,27 @@ def fit(args) -> int:
         args.strategy = "adapt"
     tuning_only = [name for name, value in (("--reject-label", args.reject_label),
                                             ("--validation-fraction",
-                                             args.validation_fraction))
+                                             args.validation_fraction),
+                                            ("--teacher", args.teacher))
                    if value is not None]
+    if args.unlabelled_pool and not args.teacher:
+        raise common.CliError("--unlabelled-pool needs --teacher (the images without "
+                              "labels learn from it)")
     if tuning_only and args.strategy not in ("finetune", "adapt"):
         raise common.CliError(f"{tuning_only[0]} applies to fine-tuning (--strategy "
                               f"finetune or --unlabelled), not --strategy {args.strategy}")
     X, y, about, splitter, folds = _training_data(args)
+    if np.ndim(y) == 2 and args.task == "classification" and args.strategy != "finetune":
+        raise common.CliError("several label columns (one task each) need --strategy "
+                              "finetune: one network with one head per task")
+    if args.unlabelled_pool:
+        from .folders import list_images
+
+        pool, skipped = list_images([args.unlabelled_pool])
+        common.warn_skipped(skipped)
+        about += f"; {len(pool)} unlabelled images taught by the teacher alone"
+        X = X + [str(p) for p in pool]
+        y = np.concatenate([np.asarray(y, dtype=object), np.full(len(pool), None)])
     print(about)
     metric = "R^2" if args.task == "regression" else "accuracy"
     start = time.perf_counter()
@@ -225,7 +259,15 @@ def fit(args) -> int:
     if args.unlabelled:
         chosen, metric = (f"domain adaptation ({estimator.method})",
                           "accuracy (labelled images)")
+    if getattr(estimator, "teacher", None) is not None:
+        estimator.set_params(teacher=None)  # predicting does not need it: a small file
     common.save_and_report(estimator, args, chosen, start, cv_score, folds, metric)
+    flops = getattr(estimator, "inference_flops_", None)
+    if flops:
+        teacher = "not counted" if flops["teacher"] is None else \
+            f"{flops['teacher'] / 1e9:.3g} GFLOP"
+        print(f"inference per image: this model {flops['student'] / 1e9:.3g} GFLOP, the "
+              f"teacher {teacher}")
     if getattr(estimator, "temperature_", 1.0) != 1.0:
         print(f"probabilities calibrated on the validation images: temperature "
               f"{estimator.temperature_:.2f}")

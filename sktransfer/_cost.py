@@ -394,3 +394,31 @@ class CostMeter:
                                      self.backward_flops, self.device, self.precision,
                                      *energy)
         return self._cost
+
+
+def inference_flops(estimator: object) -> int | None:
+    """Forward FLOPs per image of a fitted estimator's network (at its input size).
+
+    For sktransfer estimators (fine-tuned: ``net_``; extractors and zero-shot
+    classifiers: their backbone), a scikit-learn :class:`~sklearn.pipeline.Pipeline`
+    (its first step that has a network; the scikit-learn steps after it cost next to
+    nothing) or a fitted search (its ``best_estimator_``). None for anything else.
+    """
+    estimator = getattr(estimator, "best_estimator_", estimator)
+    steps = getattr(estimator, "steps", None)
+    if steps is not None:
+        for _, step in steps:
+            flops = inference_flops(step)
+            if flops is not None:
+                return flops
+        return None
+    net = getattr(estimator, "net_", None)
+    prep = getattr(estimator, "preprocessing_", None)
+    if net is not None and prep is not None:
+        return count_flops(net.module_, (3, prep.crop_size, prep.crop_size))[0]
+    backbone = getattr(estimator, "backbone_", None)
+    if backbone is not None:
+        size = backbone.preprocessing.crop_size
+        return count_flops(backbone.body, (3, size, size))[0]
+    return None
+

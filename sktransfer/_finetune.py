@@ -13,17 +13,19 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from ._calibration import Calibrated, calibrate, fit_temperature
+from ._cost import count_flops, inference_flops
 from ._dask import is_dask_collection
 from ._deployable import Deployable
 from ._finetune_base import BaseFineTuner
 from ._finetune_docs import fill_docstring
-from ._losses import WeightedLoss
+from ._losses import DistillationLoss, WeightedLoss
 from ._reject import (
     NOVELTY_SCORES,
     Rejector,
@@ -31,7 +33,8 @@ from ._reject import (
     label_array,
     outputs_and_features,
 )
-from ._training import sigmoid_views, softmax_views, tta_views
+from ._training import SoftmaxPerTask, sigmoid_views, softmax_views, tta_views
+from ._unlabelled import labelled_values, unlabelled_mask
 from ._validation import Numbers, StrOptions, options
 from .backbones import DEFAULT_MODEL
 from .images import as_image_source
@@ -58,10 +61,18 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     statistics throughout (``batchnorm``), so fine-tuning deep on small data unlike the
     pretraining data does not collapse.
 
-    ``y`` is either one label per image (strings work; softmax head, cross-entropy) or a
-    2-D binary indicator matrix of shape ``(n_samples, n_labels)`` for multi-label
-    classification (sigmoid outputs, binary cross-entropy; ``predict`` returns the
-    indicator matrix, ``predict_proba`` the probability of each label).
+    ``y`` is one label per image (strings work; softmax head, cross-entropy), a 2-D
+    binary indicator matrix of shape ``(n_samples, n_labels)`` for multi-label
+    classification (0/1 only; sigmoid outputs, binary cross-entropy; ``predict`` returns
+    the indicator matrix, ``predict_proba`` the probability of each label), or a 2-D
+    array of labels of shape ``(n_samples, n_outputs)`` for several tasks at once
+    (scikit-learn's multiclass-multioutput, e.g. species and colour): one shared
+    backbone, one softmax head per column, their cross-entropies summed (weighted by
+    ``task_weights``); a missing label in a column (``-1``, None or NaN) leaves out only
+    that column's loss. Then ``predict`` returns ``(n_samples, n_outputs)``,
+    ``predict_proba`` and ``decision_function`` a list with one array per column (as
+    scikit-learn's multi-output estimators), ``classes_`` a list of arrays, and
+    ``score`` the mean over columns of each column's accuracy.
 
     Parameters
     ----------
@@ -73,13 +84,38 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy loss, in [0, 1). Single-label ``y`` only.
     %(trust_parameters)s
+    task_weights : array-like of shape (n_outputs,) or None, default=None
+        Weights of the columns' losses for multi-output ``y``; None weighs them equally.
+    teacher : classifier or None, default=None
+        Knowledge distillation (Hinton et al. 2015): a fitted classifier with
+        ``predict_proba`` (a big fine-tuned model, a frozen-features pipeline, a search)
+        whose probabilities this model learns too. The loss of a labelled image is
+        ``(1 - distill_weight) * cross_entropy + distill_weight * T**2 * KL(teacher ||
+        student)`` with both distributions softened by ``T = distill_temperature``; an
+        image without a label (``-1``, None or NaN in ``y``) learns from the teacher
+        alone, so unlabelled images can be added. ``classes_`` are the teacher's. The
+        teacher's probabilities are computed once per training image, on the image as
+        given (with ``augment``, the student sees augmented views against the clean
+        image's probabilities). It is a parameter, so a joblib file of the student holds
+        the teacher too: ``set_params(teacher=None)`` before saving (predicting does not
+        need it); the pickle-free export leaves it out.
+    distill_temperature : float, default=2.0
+        The softening temperature ``T`` of distillation.
+    distill_weight : float, default=0.5
+        The share of the distillation term in the loss of a labelled image, in [0, 1].
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels; for multi-label ``y``, the label indices ``0..n_labels-1``.
+    classes_ : ndarray of shape (n_classes,) or list of ndarray
+        Class labels; for multi-label ``y``, the label indices ``0..n_labels-1``; for
+        multi-output ``y``, one array per column.
     multilabel_ : bool
         Whether ``y`` was a multi-label indicator matrix.
+    multioutput_ : bool
+        Whether ``y`` had one task per column (multi-output).
+    inference_flops_ : dict
+        With a ``teacher``: forward FLOPs per image of this model (``"student"``) and of
+        the teacher (``"teacher"``; None where they cannot be counted), side by side.
     %(trust_attributes)s
     %(shared_attributes)s
 
@@ -150,6 +186,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         reject_label: object = None,
         novelty: str = "mahalanobis",
         keep_rate: float = 0.95,
+        task_weights: list | None = None,
+        teacher: object = None,
+        distill_temperature: float = 2.0,
+        distill_weight: float = 0.5,
     ):
         self._store_params(locals())
 
@@ -158,6 +198,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "label_smoothing": [Numbers(Real, 0, 1, closed="left")],
         **TRUST_CONSTRAINTS,
+        "task_weights": ["array-like", None],
+        "teacher": [HasMethods(["predict_proba"]), None],
+        "distill_temperature": [Numbers(Real, 0, None, closed="neither")],
+        "distill_weight": [Numbers(Real, 0, 1, closed="both")],
     }
     # calibration and the reject threshold come after training: a checkpoint's epochs are
     # the same whatever they say
@@ -186,7 +230,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if is_dask_collection(X):
             check_is_fitted(self, "net_")
             return self._lazy(X, "predict_proba")
-        return calibrate(self._predict_outputs(X), self._temperature(), self.multilabel_)
+        proba = calibrate(self._predict_outputs(X), self._temperature(), self.multilabel_)
+        if self._multioutput():
+            return self._per_task(proba)
+        return proba
 
     def decision_function(self, X: object) -> np.ndarray:
         """The network's logits, divided by ``temperature_``.
@@ -215,6 +262,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         outputs, _ = self._outputs(X)
         logits = (outputs.mean(1) if outputs.ndim == 3 else outputs).numpy()
         logits = (logits / self._temperature()).astype(np.float32)
+        if self._multioutput():
+            return self._per_task(logits)
         if not self.multilabel_ and logits.shape[1] == 2:
             return logits[:, 1] - logits[:, 0]
         return logits
@@ -255,6 +304,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                               self._temperature(), self.multilabel_)
         if self.multilabel_:
             return (proba >= 0.5).astype(np.int64), proba
+        if self._multioutput():
+            columns = [c[np.argmax(p, axis=1)] for c, p in zip(self.classes_, proba,
+                                                                 strict=True)]
+            return _stack_columns(columns), proba
         best = np.argmax(proba, axis=1)
         if rejector is None:
             return self.classes_[best], proba
@@ -300,6 +353,61 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         with self._predicting():
             return outputs_and_features(self.net_, dataset)
 
+    def _teacher(self):
+        """The distillation teacher (subclasses without the parameter have none)."""
+        return getattr(self, "teacher", None)
+
+    def _multioutput(self) -> bool:
+        return bool(getattr(self, "multioutput_", False))
+
+    def _per_task(self, values: np.ndarray) -> list[np.ndarray]:
+        """Side-by-side columns of every task, split into one array per task."""
+        bounds = np.cumsum([len(c) for c in self.classes_])[:-1]
+        return np.split(values, bounds, axis=1)
+
+    def score(self, X: object, y: object, sample_weight: object = None) -> float:
+        """Mean accuracy; for multi-output ``y``, the mean over columns of each column's
+        accuracy (rows whose label in that column is missing left out of it, and a
+        column without any label left out of the mean).
+
+        Parameters
+        ----------
+        X : images
+            Images, as for :meth:`predict`.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True labels (a label indicator matrix for multi-label ``y``: subset
+            accuracy, as scikit-learn's).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows.
+
+        Returns
+        -------
+        score : float
+            The accuracy.
+        """
+        if not self._multioutput():
+            return super().score(X, y, sample_weight)
+        from sklearn.metrics import accuracy_score
+
+        y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        predicted = self.predict(X)
+        if y.shape != predicted.shape:
+            raise ValueError(f"y has shape {y.shape}; this model predicts "
+                             f"{predicted.shape[1]} target columns")
+        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        scores = []
+        for j in range(y.shape[1]):
+            column = y[:, j].astype(object) if y.dtype.kind not in "iufO" else y[:, j]
+            keep = ~unlabelled_mask(column)
+            if not keep.any():  # no label in this column: it says nothing
+                continue
+            scores.append(accuracy_score(
+                labelled_values(column[keep]), labelled_values(predicted[keep, j]),
+                sample_weight=None if weights is None else weights[keep]))
+        if not scores:
+            raise ValueError("y has no label in any column to score")
+        return float(np.mean(scores))
+
     def _temperature(self) -> float:
         """The fitted temperature; 1 with ``calibration=None`` (which switches it off at
         predict time too) and for models fitted before calibration existed."""
@@ -328,6 +436,13 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
 
     def _output_meta(self, method: str) -> np.ndarray:
         """An empty array shaped and typed like ``method``'s output (for Dask)."""
+        if self._multioutput():
+            if method != "predict":
+                raise TypeError(f"{method} of a multi-output classifier is one array per "
+                                "target column, which a Dask array cannot hold; compute "
+                                "it per partition, or use predict")
+            return np.empty((0, len(self.classes_)), dtype=_stack_columns(
+                [c[:0] for c in self.classes_]).dtype)
         n = len(self.classes_)
         if method == "predict_proba":
             return np.empty((0, n), dtype=np.float32)
@@ -357,9 +472,14 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if len(y) != n_samples:
             raise ValueError(f"X has {n_samples} images but y has {len(y)} labels")
         if y.ndim == 2:
-            return self._encode_multilabel(y)
+            if _is_indicator(y):
+                return self._encode_multilabel(y)
+            return self._encode_multioutput(y)
+        if self._teacher() is not None:
+            return self._encode_for_teacher(y)
         if y.ndim != 1:
-            raise ValueError(f"y must be 1-D labels or a 2-D label indicator matrix, got "
+            raise ValueError(f"y must be 1-D labels, a 2-D label indicator matrix or 2-D "
+                             f"labels (one task per column), got "
                              f"shape {y.shape}")
         missing = [i for i, v in enumerate(y) if v is None or (isinstance(v, float) and v != v)]
         if missing:
@@ -375,7 +495,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             raise ValueError(f"y has a single class '{classes[0]}'; need at least 2")
         check_reject_label(self.reject_label, classes)
         encoded = encoder.transform(y).astype(np.int64)
-        return encoded, {"classes_": classes, "multilabel_": False}
+        return encoded, {"classes_": classes, "multilabel_": False, "multioutput_": False}
 
     def _encode_multilabel(self, y: np.ndarray) -> tuple[np.ndarray, dict]:
         bad = np.argwhere(~np.isin(y, [0, 1])) if y.dtype.kind in "biuf" else []
@@ -393,11 +513,95 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             raise ValueError("reject_label applies to single-label y (predict returns a "
                              "0/1 matrix for multi-label y, with no place for it)")
         targets = y.astype(np.float32)
-        return targets, {"classes_": np.arange(y.shape[1]), "multilabel_": True}
+        return targets, {"classes_": np.arange(y.shape[1]), "multilabel_": True,
+                         "multioutput_": False}
+
+    def _encode_for_teacher(self, y: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Labels as indices into the teacher's classes (the student learns those);
+        ``-1`` for rows without a label (``-1``, None or NaN), which learn from the
+        teacher alone."""
+        classes = getattr(self.teacher, "classes_", None)
+        if classes is None:
+            raise ValueError(f"teacher {type(self.teacher).__name__} is not fitted (it has "
+                             "no classes_); fit it first")
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or getattr(self.teacher, "multilabel_", False) or \
+                getattr(self.teacher, "multioutput_", False):
+            raise ValueError("a teacher must be a single-label classifier (one class per "
+                             "image)")
+        if y.ndim != 1:
+            raise ValueError(f"with a teacher, y must be 1-D labels, got shape {y.shape}")
+        column = y.astype(object) if y.dtype.kind not in "iufO" else y
+        unlabelled = unlabelled_mask(column)
+        labels = labelled_values(column[~unlabelled])
+        position = {c: i for i, c in enumerate(classes.tolist())}
+        unknown = sorted({v for v in labels.tolist() if v not in position}, key=str)
+        if unknown:
+            raise ValueError(f"y has labels {unknown[:5]} that are not classes of the "
+                             f"teacher {classes.tolist()}")
+        check_reject_label(self.reject_label, classes)
+        encoded = np.full(len(y), -1, dtype=np.int64)
+        encoded[~unlabelled] = [position[v] for v in labels.tolist()]
+        return encoded, {"classes_": classes, "multilabel_": False, "multioutput_": False}
+
+    def _training_extras(self, X: object, source, targets: np.ndarray,
+                         info: dict) -> dict[str, np.ndarray] | None:
+        """The teacher's probabilities of every training image, computed once (on the
+        images as given: with ``augment`` the student sees augmented views of them)."""
+        if self._teacher() is None:
+            return None
+        proba = np.asarray(self.teacher.predict_proba(X), dtype=np.float32)
+        if proba.shape != (len(source), len(info["classes_"])):
+            raise ValueError(f"the teacher's predict_proba returned shape {proba.shape}, "
+                             f"expected ({len(source)}, {len(info['classes_'])})")
+        return {"teacher": proba}
+
+    def _encode_multioutput(self, y: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Multiclass-multioutput ``y`` (one task per column): class indices per column,
+        ``-1`` where a column has no label (``-1``, None or NaN)."""
+        for name, value in (("class_weight", self.class_weight),
+                            ("reject_label", self.reject_label)):
+            if value is not None:
+                raise ValueError(f"{name} applies to single-label y; y has {y.shape[1]} "
+                                 "target columns (multi-output)")
+        if self.calibration == "temperature":
+            raise ValueError("calibration='temperature' applies to single-label and "
+                             "multi-label y, not to multi-output y")
+        if self.task_weights is not None and len(self.task_weights) != y.shape[1]:
+            raise ValueError(f"task_weights has {len(self.task_weights)} weights but y has "
+                             f"{y.shape[1]} target columns")
+        encoded = np.full(y.shape, -1, dtype=np.int64)
+        classes = []
+        for j in range(y.shape[1]):
+            column = y[:, j].astype(object) if y.dtype.kind not in "iufO" else y[:, j]
+            missing = unlabelled_mask(column)
+            values = labelled_values(column[~missing])
+            if len(np.unique(values)) < 2:
+                raise ValueError(f"y[:, {j}] has {len(np.unique(values))} class(es) among "
+                                 "its labelled rows; every target column needs at least 2")
+            try:
+                encoder = LabelEncoder().fit(values)
+            except TypeError:
+                kinds = sorted({type(v).__name__ for v in values})
+                raise ValueError(f"y[:, {j}] mixes label types {kinds}; use one type per "
+                                 "column") from None
+            check_classification_targets(values)
+            encoded[~missing, j] = encoder.transform(values)
+            classes.append(encoder.classes_)
+        if (encoded < 0).all(axis=1).any():
+            row = int(np.flatnonzero((encoded < 0).all(axis=1))[0])
+            raise ValueError(f"y[{row}] has no label in any column; every image needs at "
+                             "least one")
+        return encoded, {"classes_": classes, "multilabel_": False, "multioutput_": True}
 
     def _example_weights(self, targets: np.ndarray, info: dict) -> np.ndarray | None:
-        if self.class_weight is None or info["multilabel_"]:
+        if self.class_weight is None or info["multilabel_"] or info.get("multioutput_"):
             return None
+        labelled = targets >= 0
+        if not labelled.all():  # rows learning from a teacher alone weigh 1
+            weights = np.ones(len(targets))
+            weights[labelled] = self._example_weights(targets[labelled], info)
+            return weights
         classes = info["classes_"]
         if isinstance(self.class_weight, dict):
             unknown = [k for k in self.class_weight if k not in set(classes.tolist())]
@@ -411,14 +615,27 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         return None if targets.ndim == 2 else targets
 
     def _n_outputs(self, info: dict) -> int:
+        if info.get("multioutput_"):
+            return sum(len(c) for c in info["classes_"])
         return len(info["classes_"])
 
     def _loss(self, info: dict) -> WeightedLoss:
         if info["multilabel_"]:
             return WeightedLoss("bce")
+        if info.get("multioutput_"):
+            k = len(info["classes_"])
+            weights = (1.0,) * k if self.task_weights is None else tuple(
+                float(w) for w in self.task_weights)
+            return WeightedLoss("multitask", float(self.label_smoothing),
+                                tuple(len(c) for c in info["classes_"]), weights)
+        if self._teacher() is not None:
+            return DistillationLoss(float(self.distill_temperature),
+                                    float(self.distill_weight), float(self.label_smoothing))
         return WeightedLoss("cross_entropy", float(self.label_smoothing))
 
     def _output(self, info: dict):
+        if info.get("multioutput_"):
+            return SoftmaxPerTask(tuple(len(c) for c in info["classes_"]))
         return sigmoid_views if info["multilabel_"] else softmax_views
 
     # ------------------------------------------------------------------ trust
@@ -439,13 +656,20 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                           train_idx: np.ndarray, valid_idx: np.ndarray | None) -> None:
         """The temperature, on the validation images' logits (``calibration``), and the
         reject threshold, on the training images' embeddings (``reject_label``)."""
-        if self.calibration is not None and valid_idx is not None:
+        if self.calibration is not None and valid_idx is not None and \
+                not self._multioutput():
+            if targets.ndim == 1:  # labelled rows (a teacher's -1 rows have no label)
+                valid_idx = np.asarray(valid_idx)[targets[valid_idx] >= 0]
             logits, _ = self._pass(source, valid_idx)
             # Laplace-smoothed targets: a small validation set classified without a
             # mistake must not drive the temperature to 0 (see fit_temperature)
             self.temperature_ = fit_temperature(
                 logits, targets[valid_idx], None if weights is None else weights[valid_idx],
                 self.multilabel_, smoothing=None)
+        if self._teacher() is not None:
+            size = (3, self.preprocessing_.crop_size, self.preprocessing_.crop_size)
+            self.inference_flops_ = {"student": count_flops(self.net_.module_, size)[0],
+                                     "teacher": inference_flops(self.teacher)}
         if self.reject_label is not None:
             rows = np.asarray(train_idx)
             logits, features = self._pass(source, rows)
@@ -468,6 +692,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if "net_" in state:  # fitted before calibration and reject labels existed
             state.setdefault("temperature_", 1.0)
             state.setdefault("_rejector", None)
+            state.setdefault("multioutput_", False)
         super().__setstate__(state)
 
     # ------------------------------------------------------------------ deployment
@@ -478,6 +703,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                 "novelty threshold yet, so the graph would never reject; export a copy "
                 "with reject_label=None (clf.set_params(reject_label=None)) and reject "
                 "in the app, or keep the model in joblib/safetensors")
+        if self._multioutput():
+            raise ValueError("export_onnx does not write multi-output classifiers (one "
+                             "set of classes per target column) yet; keep the model in "
+                             "joblib or the safetensors exchange")
         task = "multilabel" if self.multilabel_ else "classifier"
         if self._temperature() != 1.0:
             network = Calibrated(network, self._temperature(), self.multilabel_)
@@ -487,8 +716,16 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
     def _fitted_targets(self) -> dict:
         """Fitted target attributes as JSON (see :mod:`sktransfer.exchange`); arrays under
         ``"_arrays"``."""
-        fitted = {"classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
-                  "multilabel": bool(self.multilabel_), "temperature": self._temperature()}
+        if self._multioutput():
+            fitted = {"classes": [c.tolist() for c in self.classes_],
+                      "classes_dtype": [c.dtype.str for c in self.classes_],
+                      "multilabel": False, "multioutput": True,
+                      "temperature": float(getattr(self, "temperature_", 1.0))}
+        else:
+            fitted = {"classes": self.classes_.tolist(),
+                      "classes_dtype": self.classes_.dtype.str,
+                      "multilabel": bool(self.multilabel_),
+                      "temperature": float(getattr(self, "temperature_", 1.0))}
         rejector = getattr(self, "_rejector", None)
         if rejector is not None:
             fitted["reject"], fitted["_arrays"] = rejector.state()
@@ -496,8 +733,13 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
 
     @staticmethod
     def _target_info(fitted: dict) -> dict:
+        if fitted.get("multioutput"):
+            classes = [np.array(c, dtype=np.dtype(d)) for c, d in
+                       zip(fitted["classes"], fitted["classes_dtype"], strict=True)]
+            return {"classes_": classes, "multilabel_": False, "multioutput_": True}
         classes = np.array(fitted["classes"], dtype=np.dtype(fitted["classes_dtype"]))
-        return {"classes_": classes, "multilabel_": bool(fitted.get("multilabel", False))}
+        return {"classes_": classes, "multilabel_": bool(fitted.get("multilabel", False)),
+                "multioutput_": False}
 
     def __sktransfer_restore__(self, backbone, state: dict, fitted: dict):
         super().__sktransfer_restore__(backbone, state, fitted)
@@ -505,3 +747,24 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if "reject" in fitted:
             self._rejector = Rejector.from_state(fitted["reject"], fitted.get("_arrays", {}))
         return self
+
+
+def _is_indicator(y: np.ndarray) -> bool:
+    """Whether 2-D ``y`` is a label indicator matrix (0/1 only: multi-label)."""
+    if y.dtype.kind == "b":
+        return True
+    if y.dtype.kind not in "iuf":
+        return False
+    return bool(np.isin(y, [0, 1]).all())
+
+
+def _stack_columns(columns: list[np.ndarray]) -> np.ndarray:
+    """Per-column labels as one ``(n, k)`` array: their common dtype when the columns
+    agree (all numbers, or all strings), else object (labels kept as they are)."""
+    kinds = {c.dtype.kind for c in columns}
+    if kinds <= set("iu") or kinds <= set("iuf") or kinds == {"U"}:
+        return np.stack(columns, axis=1)
+    out = np.empty((len(columns[0]), len(columns)), dtype=object)
+    for j, c in enumerate(columns):
+        out[:, j] = list(c)
+    return out

@@ -124,9 +124,15 @@ class BaseFineTuner(ImageEstimator):
         raise NotImplementedError
 
     def _dataset(self, source, prep: Preprocessing, targets=None, indices=None, augment=None,
-                 weights=None, views=None) -> ImageDataset:
+                 weights=None, views=None, extras=None) -> ImageDataset:
         """The items the net trains or predicts on (segmentation: images with masks)."""
-        return ImageDataset(source, prep, targets, indices, augment, weights, views)
+        return ImageDataset(source, prep, targets, indices, augment, weights, views, extras)
+
+    def _training_extras(self, X: object, source, targets: np.ndarray,
+                         info: dict) -> dict[str, np.ndarray] | None:
+        """Per-image arrays the loss reads beside the targets (a teacher's probabilities);
+        None for none."""
+        return None
 
     def _after_training(self, net: AmpNet, plain_train: ImageDataset, validate: bool) -> None:
         """Once the kept epoch's weights are restored: BatchNorm statistics that match
@@ -200,8 +206,10 @@ class BaseFineTuner(ImageEstimator):
         fork = [] if device.type != "cuda" else [device]
         backbone = self._backbone(seed, fork)
         train_idx, valid_idx = self._split(targets, seed)
+        extras = self._training_extras(X, source, targets, info)
         train_ds = self._dataset(source, backbone.preprocessing, targets, train_idx,
-                                 self._augmentation(backbone.preprocessing.crop_size), weights)
+                                 self._augmentation(backbone.preprocessing.crop_size), weights,
+                                 extras=extras)
         finder = None
         if self.lr != "auto":
             lr = float(self.lr)
@@ -222,7 +230,8 @@ class BaseFineTuner(ImageEstimator):
             train_split = None
             if validate:
                 train_split = predefined_split(self._dataset(
-                    source, backbone.preprocessing, targets, valid_idx, weights=weights))
+                    source, backbone.preprocessing, targets, valid_idx, weights=weights,
+                    extras=extras))
             state = TrainingState(monitor="valid_loss" if validate else None,
                                   patience=self.patience if validate else None,
                                   path=ckpt_path, meta=meta)

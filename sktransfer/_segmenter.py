@@ -285,7 +285,7 @@ class FineTuneSegmenter(BaseFineTuner):
                                batchnorm=self.batchnorm)
 
     def _dataset(self, source, prep: Preprocessing, targets=None, indices=None, augment=None,
-                 weights=None, views=None) -> SegmentationDataset:
+                 weights=None, views=None, extras=None) -> SegmentationDataset:
         return SegmentationDataset(source, prep.crop_size, targets, indices, augment, weights)
 
     def _augmentation(self, crop_size: int):

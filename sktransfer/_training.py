@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
+import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
@@ -115,14 +116,15 @@ class ImageDataset(Dataset):
     Items are ``(image, target)``: images are ``(3, S, S)`` uint8 tensors (float in
     ``[0, 1]`` for float inputs), or ``(V, 3, S, S)`` with test-time ``views``;
     :class:`TransferNet` normalises whole batches on the device. With ``targets`` the
-    target is ``{"y": target, "w": weight}`` (weight 1 unless ``weights`` are given);
-    without, it is 0.
+    target is ``{"y": target, "w": weight}`` (weight 1 unless ``weights`` are given),
+    plus one entry per array of ``extras`` (per-image soft targets); without, it is 0.
     """
 
     def __init__(self, source: ImageSource, prep: Preprocessing, targets=None, indices=None,
-                 augment=None, weights=None, views: list[tuple[int, bool]] | None = None):
+                 augment=None, weights=None, views: list[tuple[int, bool]] | None = None,
+                 extras: dict[str, np.ndarray] | None = None):
         self.source, self.prep, self.targets, self.augment = source, prep, targets, augment
-        self.weights, self.views = weights, views
+        self.weights, self.views, self.extras = weights, views, extras or {}
         self.indices = list(range(len(source))) if indices is None else list(indices)
 
     def __len__(self) -> int:
@@ -156,7 +158,10 @@ class ImageDataset(Dataset):
         target = self.targets[index]
         target = torch.as_tensor(target, dtype=torch.long if target.dtype.kind in "iu"
                                  else torch.float32)
-        return img, {"y": target, "w": torch.tensor(weight, dtype=torch.float32)}
+        item = {"y": target, "w": torch.tensor(weight, dtype=torch.float32)}
+        for name, values in self.extras.items():  # e.g. a teacher's probabilities
+            item[name] = torch.as_tensor(values[index])
+        return img, item
 
 
 # Output transforms of the nets (skorch's predict_nonlinearity), averaging test-time views.
@@ -170,6 +175,19 @@ def sigmoid_views(out: torch.Tensor) -> torch.Tensor:
     """Per-label probabilities, averaged over test-time views when there are several."""
     proba = torch.sigmoid(out.float())
     return proba.mean(1) if proba.ndim == 3 else proba
+
+
+class SoftmaxPerTask:
+    """Class probabilities of each target column (multi-output: the outputs split into
+    ``sizes``), side by side, averaged over test-time views when there are several."""
+
+    def __init__(self, sizes: tuple[int, ...]):
+        self.sizes = tuple(sizes)
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        proba = torch.cat([torch.softmax(part.float(), dim=-1)
+                           for part in torch.split(out, self.sizes, dim=-1)], dim=-1)
+        return proba.mean(1) if proba.ndim == 3 else proba
 
 
 def mean_views(out: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,9 @@ VERSION = 1
 _META_KEY = "sktransfer"
 # Tensors that are fitted arrays of the estimator, not weights of its network.
 _ARRAY_PREFIX = "sktransfer.fitted."
-# Training-only parameters holding code: not exported, defaults on import.
-_CODE_PARAMS = {"augment": False, "callbacks": None}
+# Training-only parameters holding code or models (a distillation teacher): not exported,
+# defaults on import.
+_CODE_PARAMS = {"augment": False, "callbacks": None, "teacher": None}
 # Parameters that are dicts keyed by labels (JSON would turn the keys into str): exported
 # as [key, value] pairs.
 _LABEL_DICTS = ("class_weight", "class_descriptions")

@@ -108,9 +108,10 @@ def list_images(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[Path]
 
 
 def load_targets_table(
-    folder: str | os.PathLike, table: str | os.PathLike, columns: list[str] | None = None
+    folder: str | os.PathLike, table: str | os.PathLike, columns: list[str] | None = None,
+    *, labels: bool = False,
 ) -> tuple[list[Path], object]:
-    """Read the images and continuous targets listed in a CSV file (regression).
+    """Read the images and the targets listed in a CSV file (regression, or labels).
 
     Parameters
     ----------
@@ -121,13 +122,17 @@ def load_targets_table(
         paths relative to ``folder`` (or absolute), and numeric target columns.
     columns : list of str, default=None
         Target columns to use; default: every column but the image column.
+    labels : bool, default=False
+        Read the target columns as class labels (text; one task per column) instead of
+        numbers; an empty cell is a missing label (None).
 
     Returns
     -------
     paths : list of Path
         The images, in the file's row order.
     targets : pandas.DataFrame
-        One numeric column per target, named as in the file.
+        One column per target, named as in the file: floats, or with ``labels`` objects
+        (str, None where missing).
 
     Raises
     ------
@@ -155,7 +160,10 @@ def load_targets_table(
         raise FolderError(f"{table} has no column {missing[0]!r} (columns: "
                           f"{list(frame.columns)})")
     targets = frame[names]
-    for name in names:
+    if labels:
+        text = pd.read_csv(table, dtype=str, keep_default_na=False)[names]
+        targets = text.astype(object).where(text != "", None)
+    for name in names if not labels else []:
         values = pd.to_numeric(targets[name], errors="coerce")
         bad = values.isna().to_numpy().nonzero()[0]
         if len(bad):
@@ -167,7 +175,7 @@ def load_targets_table(
         if not path.is_file():
             raise FolderError(f"{table}, row {row + 2}: image {path} not found")
         paths.append(path)
-    return paths, targets.astype(float)
+    return paths, targets if labels else targets.astype(float)
 
 
 def load_mask_folder(

@@ -198,8 +198,9 @@ def test_invalid_parameters_fail_at_fit(params, message):
         (np.array(["a"] * 24), "single class 'a'"),
         (np.array([None] + ["a", "b"] * 11 + ["a"], dtype=object), r"y\[0\] is missing"),
         (np.array([np.nan] + [0.0, 1.0] * 11 + [0.0]), r"y\[0\] is missing"),
-        (np.zeros((24, 2, 2)), "y must be 1-D labels or a 2-D label indicator"),
-        (np.full((24, 2), 2), r"binary label indicator matrix .* y\[0, 0\] is 2"),
+        (np.zeros((24, 2, 2)), "y must be 1-D labels, a 2-D label indicator"),
+        (np.full((24, 2), 2), r"y\[:, 0\] has 1 class\(es\)"),  # multi-output columns
+        (np.stack([Y_TOY, np.full(24, None)], axis=1), r"y\[:, 1\] has 0 class"),
     ],
 )
 def test_bad_labels_fail_at_fit(y, message):
