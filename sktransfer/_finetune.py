@@ -180,6 +180,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         checkpoint: str | os.PathLike | None = None,
         callbacks: list | None = None,
         verbose: bool = False,
+        adapter: str | None = None,
+        adapter_rank: int = 8,
+        adapter_alpha: float = 8.0,
+        adapter_targets: list | None = None,
+        adapter_merge: bool = True,
         class_weight: dict | str | None = None,
         label_smoothing: float = 0.0,
         calibration: str | None = "auto",
@@ -366,9 +371,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         return np.split(values, bounds, axis=1)
 
     def score(self, X: object, y: object, sample_weight: object = None) -> float:
-        """Mean accuracy; for multi-output ``y``, the mean over columns of each column's
-        accuracy (rows whose label in that column is missing left out of it, and a
-        column without any label left out of the mean).
+        """Mean accuracy (multi-output ``y``: the mean of the columns' accuracies).
+
+        For multi-output ``y``, each column's accuracy leaves out the rows whose label
+        in that column is missing, and a column without any label is left out of the
+        mean.
 
         Parameters
         ----------

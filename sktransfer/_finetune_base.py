@@ -11,6 +11,7 @@ and threads) lives here once.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import numbers
 import os
 
@@ -28,6 +29,7 @@ from ._batchnorm import BatchNormRecalibration, recalibrate
 from ._cost import ComputeCost, CostMeter
 from ._dask import is_dask_collection
 from ._deployable import Deployable, Finished, Mirrored, check_tta, frozen_copy
+from ._lora import add_adapters, default_targets, has_adapters, merge_adapters
 from ._losses import WeightedLoss
 from ._lr_finder import LRFindResult, range_test
 from ._plan import GroupPlan, trained_after_warmup, training_plan
@@ -89,12 +91,18 @@ class BaseFineTuner(ImageEstimator):
         "n_threads": [POSITIVE, None],
         "checkpoint": [*PATH, None],
         "callbacks": [list, None],
+        "adapter": [StrOptions({"lora"}), None],
+        "adapter_rank": [POSITIVE],
+        "adapter_alpha": [Numbers(numbers.Real, 0, None, closed="neither")],
+        "adapter_targets": [list, None],
+        "adapter_merge": ["boolean"],
     }
 
     _net_class = AmpNet  # the skorch net class of fit, the LR finder and import
 
     # Parameters that do not change what fit learns (left out of checkpoint fingerprints).
     _VOLATILE = {"max_epochs", "patience", "verbose", "callbacks", "num_workers", "device",
+                 "adapter_merge",
                  "checkpoint", "tta"}
 
     # ------------------------------------------------------------------ subclass hooks
@@ -226,6 +234,7 @@ class BaseFineTuner(ImageEstimator):
         # Seeded, without touching the caller's global torch RNG.
         with seeded(seed, fork):
             module = self._module(backbone, info, device)
+            self._add_adapters(module, backbone.groups)
             plan = self._plan(module, backbone.groups, lr)
             train_split = None
             if validate:
@@ -259,10 +268,14 @@ class BaseFineTuner(ImageEstimator):
             # (if any) stays as it was.
             raise KeyboardInterrupt
         self._after_training(net, plain_train, validate)
+        adapted = self.adapter is not None
+        if adapted and self.adapter_merge:
+            merge_adapters(net.module_)  # a plain network: predicting costs nothing extra
         net.module_.eval()  # fitted: in inference mode for whoever uses the module
         net.release()
         self._set_fitted(net, info, backbone, len(net.history), state.best_epoch_,
                          interrupted, lr, finder, meter.stop())
+        self._trained_plan = plan if adapted else None  # what trained (summary)
         state.best_state_ = None  # in the module now; not worth a second copy in pickles
         if interrupted:
             # Usable now, with the best weights so far (calibrated, with its reject
@@ -349,6 +362,7 @@ class BaseFineTuner(ImageEstimator):
                     meter: CostMeter | None = None) -> LRFindResult:
         with seeded(seed, fork):
             module = self._module(backbone, info, device)
+            self._add_adapters(module, backbone.groups)
             net = self._make_net(module, self._plan(module, backbone.groups, 1.0), info,
                                  device, [], 1.0).initialize()
             net.cost_meter = meter
@@ -393,12 +407,14 @@ class BaseFineTuner(ImageEstimator):
         rows : list of dict
             One row per group, stem first, then the head: ``group``, ``params``,
             ``trainable`` and ``lr`` (the base rate before the schedule; ``None`` where
-            frozen).
+            frozen). With ``adapter``, a trained group's row counts its adapters, and a
+            ``"base (frozen)"`` row the pretrained weights they leave frozen.
         """
         check_is_fitted(self, "net_")
+        plan = getattr(self, "_trained_plan", None) or self._plan(
+            self.net_.module_, self._group_members, self.lr_)
         return [{"group": entry.group, "params": entry.n_params,
-                 "trainable": entry.trainable, "lr": entry.lr}
-                for entry in self._plan(self.net_.module_, self._group_members, self.lr_)]
+                 "trainable": entry.trainable, "lr": entry.lr} for entry in plan]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -417,6 +433,15 @@ class BaseFineTuner(ImageEstimator):
                 f"freeze_epochs={self.freeze_epochs} leaves no epoch to train the unfrozen "
                 f"groups within max_epochs={self.max_epochs}"
             )
+        if self.adapter is not None and self.batchnorm != "frozen":
+            raise ValueError(f"adapter={self.adapter!r} keeps every pretrained weight "
+                             "frozen, BatchNorm layers included, so they normalise with "
+                             f"their pretrained statistics: batchnorm={self.batchnorm!r} "
+                             "does not apply; use batchnorm='frozen' (the default)")
+        if self.adapter is not None and self.unfreeze == 0:
+            raise ValueError(f"adapter={self.adapter!r} with unfreeze=0 adapts nothing (the "
+                             "head alone trains); use unfreeze >= 1 or 'all' for the groups "
+                             "that get adapters")
         if self.precision == "float16":
             raise ValueError("precision='float16' is not available for training (it needs "
                              "loss scaling); use 'bfloat16', 'float32' or 'auto'")
@@ -460,7 +485,8 @@ class BaseFineTuner(ImageEstimator):
         check_is_fitted(self, "net_")
         fitted = {**self._fitted_targets(), "n_epochs": self.n_epochs_,
                   "best_epoch": self.best_epoch_, "lr": self.lr_,
-                  "precision": getattr(self, "precision_", None)}
+                  "precision": getattr(self, "precision_", None),
+                  "adapters": "separate" if has_adapters(self.net_.module_) else None}
         return self.net_.module_, self.preprocessing_, self._group_members, fitted
 
     def __sktransfer_deploy__(self) -> Deployable:
@@ -488,6 +514,8 @@ class BaseFineTuner(ImageEstimator):
         device = self._device()
         with seeded(0):  # a head of random weights, replaced below: torch's RNG left alone
             module = self._module(backbone, info, device)
+            if fitted.get("adapters") == "separate":  # the state holds them beside W
+                self._add_adapters(module, backbone.groups)
         module.load_state_dict(state, strict=True)
         module.eval()
         lr = float(fitted.get("lr", 1e-3))
@@ -562,7 +590,35 @@ class BaseFineTuner(ImageEstimator):
     def _plan(self, module: TransferNet, groups, lr: float) -> list[GroupPlan]:
         """What trains at which rate: :func:`~sktransfer._plan.training_plan`."""
         return training_plan(module, groups, unfreeze=self.unfreeze, lr=lr,
-                             lr_decay=self.lr_decay)
+                             lr_decay=self.lr_decay, adapters=has_adapters(module))
+
+    def _add_adapters(self, module: TransferNet, groups) -> None:
+        """``adapter="lora"``: low-rank adapters on the target layers of the trained
+        groups of ``module``'s body (:mod:`sktransfer._lora`)."""
+        if self.adapter is None:
+            return
+        body = module.body
+        named = [n for n, _ in body.named_modules()]
+
+        def plain(name: str) -> str:  # as the backbone names it
+            return name[len("net."):] if name.startswith("net.") else name
+
+        if self.adapter_targets is None:
+            names = default_targets(body)
+        else:
+            names = [n for n in named if n and any(
+                fnmatch.fnmatchcase(plain(n), pattern) for pattern in self.adapter_targets)]
+        if self.unfreeze != "all":
+            members = [m for _, group in groups[len(groups) - int(self.unfreeze):]
+                       for m in group]
+            names = [n for n in names if any(plain(n) == m or plain(n).startswith(m + ".")
+                                             for m in members)]
+        if not names:
+            where = "matching adapter_targets" if self.adapter_targets is not None else \
+                "of a supported kind (linear, attention, 1x1 convolution)"
+            raise ValueError(f"adapter={self.adapter!r} found no layer {where} in the "
+                             f"{self.unfreeze} trained group(s) of {type(body).__name__}")
+        add_adapters(body, names, int(self.adapter_rank), float(self.adapter_alpha))
 
     def _phase1(self) -> int:
         return 0 if self.unfreeze == 0 else self.freeze_epochs

@@ -110,7 +110,30 @@ model : str or torch.nn.Module, default="efficientnet_b0"
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks, for power users.
     verbose : bool, default=False
-        Print skorch's per-epoch table."""
+        Print skorch's per-epoch table.
+    adapter : {"lora"} or None, default=None
+        Low-rank adapters (LoRA, Hu et al. 2021) instead of training the weights of the
+        ``unfreeze`` groups: their weights stay frozen and a trained update of rank
+        ``adapter_rank`` (``W + adapter_alpha / adapter_rank * B @ A``, B starting at 0,
+        so training starts from the pretrained network exactly) is added to each target
+        layer; the head still trains fully, and ``lr_decay`` still sets each group's rate.
+        Far fewer parameters train and keep optimizer state (:meth:`summary` counts them).
+        ``None`` trains the groups' weights themselves.
+    adapter_rank : int, default=8
+        The rank of each adapter (clipped to a layer's smaller dimension).
+    adapter_alpha : float, default=8.0
+        The scale of the adapters' updates (``adapter_alpha / adapter_rank``).
+    adapter_targets : list of str or None, default=None
+        The layers that get adapters, as shell patterns (``fnmatch``) on the backbone's
+        module names (e.g. ``["blocks.*.attn.qkv"]``); within the ``unfreeze`` groups.
+        ``None``: every linear layer (attention's ``qkv`` and projections, MLPs), every
+        attention's input projection and every pointwise (1x1) convolution; depthwise
+        and larger convolutions, norms and embeddings are left frozen.
+    adapter_merge : bool, default=True
+        Fold the adapters into the weights after training: predicting costs nothing
+        extra and the fitted network is a plain one (joblib, the pickle-free export,
+        ONNX and Dask as without adapters). ``False`` keeps them separate (the
+        pickle-free export then holds the adapters beside the weights)."""
 
 SHARED_ATTRIBUTES = """\
 net_ : skorch.NeuralNet

@@ -22,6 +22,10 @@ from ._schedules import layer_factor
 #: stem's rate, only with ``unfreeze="all"``).
 OTHER = "other"
 HEAD = "head"
+#: Name of the plan entry holding the pretrained weights that adapters leave frozen.
+FROZEN_BASE = "base (frozen)"
+#: What the names of adapter parameters contain (:mod:`sktransfer._lora`).
+ADAPTER_MARK = ".lora_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,7 @@ class GroupPlan:
 
 def training_plan(module: nn.Module, groups: list[tuple[str, list[str]]], *,
                   unfreeze: int | str, lr: float, lr_decay: float | None,
-                  ) -> list[GroupPlan]:
+                  adapters: bool = False) -> list[GroupPlan]:
     """The plan for a :class:`~sktransfer._training.TransferNet` ``module``.
 
     Parameters
@@ -68,12 +72,17 @@ def training_plan(module: nn.Module, groups: list[tuple[str, list[str]]], *,
         :func:`~sktransfer._schedules.layer_factor`) times the rate of the one above.
     lr_decay : float or None
         Factor between consecutive groups; None for the default spread.
+    adapters : bool, default=False
+        Low-rank adapters (:mod:`sktransfer._lora`): in the trained groups only their
+        adapter parameters train; every other body parameter stays frozen, in the
+        :data:`FROZEN_BASE` entry.
 
     Returns
     -------
     plan : list of GroupPlan
         One entry per layer group (stem first), then :data:`OTHER` (when some body
-        parameters belong to no group), then :data:`HEAD`.
+        parameters belong to no group), then with ``adapters`` :data:`FROZEN_BASE`, then
+        :data:`HEAD`.
     """
     params = dict(module.named_parameters())
     n_train = len(groups) if unfreeze == "all" else int(unfreeze)
@@ -93,6 +102,14 @@ def training_plan(module: nn.Module, groups: list[tuple[str, list[str]]], *,
     if other:
         plan.append(_entry(OTHER, other, params, unfreeze == "all",
                            lr * factor ** max(len(groups), 1)))
+    if adapters:  # trained groups keep only their adapters; the rest is the frozen base
+        base = []
+        for i, entry in enumerate(plan):
+            if entry.trainable:
+                kept = tuple(n for n in entry.names if ADAPTER_MARK in n)
+                base += [n for n in entry.names if ADAPTER_MARK not in n]
+                plan[i] = _entry(entry.group, kept, params, bool(kept), entry.lr)
+        plan.append(_entry(FROZEN_BASE, tuple(base), params, False, None))
     head = tuple(n for n in params if not n.startswith("body."))
     plan.append(_entry(HEAD, head, params, True, lr))
     return plan

@@ -103,6 +103,11 @@ class FineTuneRegressor(RegressorMixin, BaseFineTuner):
         checkpoint: str | os.PathLike | None = None,
         callbacks: list | None = None,
         verbose: bool = False,
+        adapter: str | None = None,
+        adapter_rank: int = 8,
+        adapter_alpha: float = 8.0,
+        adapter_targets: list | None = None,
+        adapter_merge: bool = True,
         loss: str = "mse",
     ):
         self._store_params(locals())
