@@ -72,6 +72,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="head learning rate, or 'auto' for the LR finder's suggestion "
                         "(default: 1e-3)")
     p.add_argument("--augment", action="store_true", help="training-time augmentation")
+    p.add_argument("--adapter", choices=["lora"], default=None,
+                   help="fine-tuning: train low-rank adapters (LoRA) in the --unfreeze "
+                        "groups instead of their weights (merged into them after training)")
+    p.add_argument("--adapter-rank", type=int, default=None, metavar="R",
+                   help="with --adapter: the adapters' rank (default: 8)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -152,8 +157,15 @@ def training_params(args, defaults: dict) -> dict:
     if "freeze_epochs" in training:
         training["freeze_epochs"] = min(training["freeze_epochs"], training["max_epochs"] - 1)
     lr = args.lr if args.lr == "auto" else float(args.lr)
+    adapter = {}
+    if getattr(args, "adapter", None):
+        adapter["adapter"] = args.adapter
+        if args.adapter_rank is not None:
+            adapter["adapter_rank"] = args.adapter_rank
+    elif getattr(args, "adapter_rank", None) is not None:
+        raise CliError("--adapter-rank needs --adapter lora")
     return {**training, "lr": lr, "augment": args.augment, "random_state": args.seed,
-            "checkpoint": args.checkpoint}
+            "checkpoint": args.checkpoint, **adapter}
 
 
 # --------------------------------------------------------------------------- files

@@ -219,7 +219,8 @@ def fit(args) -> int:
     tuning_only = [name for name, value in (("--reject-label", args.reject_label),
                                             ("--validation-fraction",
                                              args.validation_fraction),
-                                            ("--teacher", args.teacher))
+                                            ("--teacher", args.teacher),
+                                            ("--adapter", args.adapter))
                    if value is not None]
     if args.unlabelled_pool and not args.teacher:
         raise common.CliError("--unlabelled-pool needs --teacher (the images without "

@@ -46,6 +46,18 @@ def tiny_cnn(n_classes: int = 10, seed: int = 0) -> nn.Sequential:
     )
 
 
+def pointwise_cnn(seed: int = 0) -> nn.Sequential:
+    """A small CNN with pointwise (1x1) convolutions, the layers adapters go into."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16), nn.ReLU(),
+        nn.Conv2d(16, 32, 1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3),
+    )
+
+
 def digits_cnn(seed: int = 0) -> nn.Sequential:
     """A CNN of three BatchNorm stages with a 5-class head, large enough to learn digits."""
     torch.manual_seed(seed)

@@ -5,25 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from sktransfer import FineTuneClassifier, FineTuneRegressor, export_model, import_model
 from sktransfer._lora import has_adapters
 
-from ._helpers import X_TOY, Y_TOY
-
-
-def pointwise_cnn(seed: int = 0) -> nn.Sequential:
-    """A small CNN with pointwise (1x1) convolutions, the layers adapters go into."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16), nn.ReLU(),
-        nn.Conv2d(16, 32, 1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3),
-    )
-
+from ._helpers import X_TOY, Y_TOY, pointwise_cnn
 
 KW = dict(image_size=16, resize_size=16, random_state=0, lr=1e-2, batch_size=8,
           unfreeze="all", freeze_epochs=0, precision="float32")

@@ -80,3 +80,21 @@ def test_fit_with_a_teacher_and_an_unlabelled_pool(tmp_path, capsys):
     assert student.stat().st_size < teacher.stat().st_size * 1.5
     assert run("fit", labelled, "-o", student, "--unlabelled-pool", pool, *TINY) == 2
     assert "--unlabelled-pool needs --teacher" in capsys.readouterr().err
+
+
+def test_fit_with_low_rank_adapters(tmp_path, capsys):
+    rows = _images(tmp_path / "imgs", 8, 1)
+    folder = tmp_path / "classes"
+    for row in rows:
+        (folder / row["brightness"]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "imgs" / row["path"]).rename(folder / row["brightness"] / row["path"])
+    model = tmp_path / "lora.safetensors"
+    assert run("fit", folder, "-o", model, "--strategy", "finetune", "--unfreeze", "all",
+               "--adapter", "lora", "--adapter-rank", "2", "--epochs", "2", "--model",
+               "tests._helpers:pointwise_cnn", "--image-size", "16", "-q") == 0
+    assert run("predict", model, folder, "--model", "tests._helpers:pointwise_cnn",
+               "-o", tmp_path / "p.csv") == 0
+    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 8
+    capsys.readouterr()
+    assert run("fit", folder, "-o", tmp_path / "f.joblib", "--adapter", "lora", *TINY) == 2
+    assert "--adapter applies to fine-tuning" in capsys.readouterr().err
