@@ -64,7 +64,8 @@ class ImageEstimator(BaseEstimator):
         return load_backbone(model, weights, segmentation=self._segmentation_models,
                              **options)
 
-    def __sktransfer_architecture__(self, prep, groups: list) -> Backbone:
+    def __sktransfer_architecture__(self, prep, groups: list,
+                                    pretrained: bool = False) -> Backbone:
         """The backbone of an exported estimator, without its weights (restore loads them).
 
         Part of the exchange protocol with ``__sktransfer_export__`` /
@@ -77,14 +78,19 @@ class ImageEstimator(BaseEstimator):
             The exported preprocessing.
         groups : list of (str, list of str)
             The exported layer groups.
+        pretrained : bool, default=False
+            Load the estimator's ``weights`` (a file that holds only what training
+            changed: low-rank adapters and the head).
 
         Returns
         -------
         Backbone
-            Built from the estimator's ``model`` with ``weights=None``.
+            Built from the estimator's ``model`` with ``weights=None`` (or its
+            ``weights``, ``pretrained``).
         """
+        weights = self.weights if pretrained else None
         with seeded(0):  # random weights, replaced by the restore: torch's RNG left alone
-            backbone = self._backbone_from(self.model, None, image_size=prep.crop_size,
+            backbone = self._backbone_from(self.model, weights, image_size=prep.crop_size,
                                            resize_size=prep.resize_size, mean=prep.mean,
                                            std=prep.std, groups=dict(groups))
         backbone.preprocessing = prep

@@ -32,7 +32,7 @@ from ._deployable import Deployable, Finished, Mirrored, check_tta, frozen_copy
 from ._lora import add_adapters, default_targets, has_adapters, merge_adapters
 from ._losses import WeightedLoss
 from ._lr_finder import LRFindResult, range_test
-from ._plan import GroupPlan, trained_after_warmup, training_plan
+from ._plan import ADAPTER_MARK, GroupPlan, trained_after_warmup, training_plan
 from ._resume import TrainingState, fit_fingerprint, read_checkpoint
 from ._schedules import SCHEDULES, LRSchedule
 from ._seeding import is_int, seed_from, seeded
@@ -516,7 +516,14 @@ class BaseFineTuner(ImageEstimator):
             module = self._module(backbone, info, device)
             if fitted.get("adapters") == "separate":  # the state holds them beside W
                 self._add_adapters(module, backbone.groups)
-        module.load_state_dict(state, strict=True)
+        if fitted.get("adapters_only"):  # the base's weights came with the backbone
+            missing, unexpected = module.load_state_dict(state, strict=False)
+            trained = [n for n in missing if ADAPTER_MARK in n or not n.startswith("body.")]
+            if unexpected or trained:
+                raise RuntimeError(f"Error(s) in loading state_dict: unexpected "
+                                   f"{unexpected[:3]}, missing {trained[:3]}")
+        else:
+            module.load_state_dict(state, strict=True)
         module.eval()
         lr = float(fitted.get("lr", 1e-3))
         net = self._make_net(module, self._plan(module, backbone.groups, lr), info, device,

@@ -91,7 +91,7 @@ def _preprocessing(config: dict) -> Preprocessing:
 
 
 def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
-                 path: str | os.PathLike) -> Path:
+                 path: str | os.PathLike, *, adapters_only: bool = False) -> Path:
     """Write a fitted estimator to a pickle-free ``.safetensors`` file (atomically).
 
     Parameters
@@ -101,6 +101,12 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
         Fitted. Training-only callables (``augment``, ``callbacks``) are not exported.
     path : path
         Destination file, conventionally ending in ``.safetensors``.
+    adapters_only : bool, default=False
+        For a model fine-tuned with separate low-rank adapters (``adapter="lora",
+        adapter_merge=False``): write only what training changed (the adapters and the
+        head), a small file; :func:`import_model` rebuilds the frozen base from the
+        model's spec and ``weights`` (for a model built from your own module, pass that
+        module, with the same pretrained weights, as ``model=``).
 
     Returns
     -------
@@ -127,8 +133,14 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
     config = {"format": FORMAT, "version": VERSION, "estimator": name,
               "sktransfer_version": __version__, "torch_version": torch.__version__,
               "params": params, "fitted": fitted}
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in
-               module.state_dict().items()}
+    state = module.state_dict()
+    if adapters_only:
+        if fitted.get("adapters") != "separate":
+            raise ValueError("adapters_only=True needs a model fitted with separate "
+                             "adapters (adapter='lora', adapter_merge=False)")
+        state = {k: v for k, v in state.items() if ".lora_" in k or not k.startswith("body.")}
+        fitted["adapters_only"] = True
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     tensors.update({_ARRAY_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v))
                     for k, v in arrays.items()})
     metadata = {_META_KEY: json.dumps(config)}
@@ -231,7 +243,10 @@ def import_model(path: str | os.PathLike, model: nn.Module | None = None,
     fitted = config["fitted"]
     prep = _preprocessing(fitted["preprocessing"])
     groups = [(str(g), [str(m) for m in members]) for g, members in fitted["groups"]]
-    backbone = estimator.__sktransfer_architecture__(prep, groups)
+    if fitted.get("adapters_only"):  # the frozen base comes from the model's weights
+        backbone = estimator.__sktransfer_architecture__(prep, groups, pretrained=True)
+    else:
+        backbone = estimator.__sktransfer_architecture__(prep, groups)
     state = load_file(path)
     arrays = {k[len(_ARRAY_PREFIX):]: state.pop(k).numpy() for k in list(state)
               if k.startswith(_ARRAY_PREFIX)}

@@ -93,3 +93,24 @@ def test_adapter_errors_name_the_problem(params, match):
     with pytest.raises(ValueError, match=match):
         FineTuneClassifier(pointwise_cnn(), adapter="lora", max_epochs=1,
                            **{**KW, **params}).fit(X_TOY, Y_TOY)
+
+
+def test_separate_adapters_export_alone_in_a_small_file(tmp_path):
+    clf = FineTuneClassifier(pointwise_cnn(), adapter="lora", adapter_merge=False,
+                             max_epochs=3, **KW).fit(X_TOY, Y_TOY)
+    export_model(clf, tmp_path / "full.safetensors")
+    export_model(clf, tmp_path / "adapters.safetensors", adapters_only=True)
+    small, full = (tmp_path / "adapters.safetensors").stat().st_size, \
+        (tmp_path / "full.safetensors").stat().st_size
+    assert small < 0.6 * full
+    # the frozen base comes back from the model passed (the same pretrained weights)
+    back = import_model(tmp_path / "adapters.safetensors", model=pointwise_cnn())
+    np.testing.assert_allclose(back.predict_proba(X_TOY), clf.predict_proba(X_TOY),
+                               atol=1e-6)
+    # other base weights give other predictions: the file does not hold the base
+    other = import_model(tmp_path / "adapters.safetensors", model=pointwise_cnn(seed=1))
+    assert not np.allclose(other.predict_proba(X_TOY), clf.predict_proba(X_TOY), atol=1e-3)
+    merged = FineTuneClassifier(pointwise_cnn(), adapter="lora", max_epochs=1,
+                                **KW).fit(X_TOY, Y_TOY)
+    with pytest.raises(ValueError, match="adapter_merge=False"):
+        export_model(merged, tmp_path / "x.safetensors", adapters_only=True)
