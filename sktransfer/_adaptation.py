@@ -433,20 +433,6 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         targets[~unlabelled] = encoded
         return targets, info
 
-    def _example_weights(self, targets: np.ndarray, info: dict) -> np.ndarray | None:
-        labelled = targets >= 0
-        weights = super()._example_weights(targets[labelled], info)
-        if weights is None:
-            return None
-        full = np.ones(len(targets))
-        full[labelled] = weights
-        return full
-
-    def _split(self, targets: np.ndarray, seed: int, idx: np.ndarray | None = None):
-        # Validation holds labelled rows only; every target row trains.
-        train, valid = super()._split(targets, seed, np.flatnonzero(targets >= 0))
-        return np.concatenate([train, np.flatnonzero(targets < 0)]), valid
-
     def _module(self, backbone, info: dict, device) -> DomainTransferNet:
         adapter = make_adapter(self.method, backbone.num_features, int(self.domain_hidden))
         return DomainTransferNet(backbone.body, backbone.num_features,

@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "columns: one task each on one shared network; an empty cell: no "
                         "label there)")
     p.add_argument("--target-columns", default=None, metavar="A,B",
-                   help="regression: the target columns to use (default: all but the image "
-                        "column)")
+                   help="with --targets: the target columns to use (default: all but the "
+                        "image column)")
     p.add_argument("-o", "--out", required=True,
                    help="model file to write: .joblib, or .safetensors (pickle-free, "
                         "fine-tuned models)")

@@ -251,13 +251,15 @@ class _Energy:
     _tracker: object = None
     _method: str | None = None
     _failed = False
+    _running = False  # one task at a time: a measured call inside another (a teacher's
+    # predictions inside a student's fit) is counted in the outer one, not started again
 
     @classmethod
     def start(cls) -> bool:
         if not energy_enabled():
             return False
         with cls._lock:
-            if cls._failed:
+            if cls._failed or cls._running:
                 return False
             try:
                 if cls._tracker is None:
@@ -266,6 +268,7 @@ class _Energy:
                         cls._failed = True
                         return False
                 cls._tracker.start_task("sktransfer")
+                cls._running = True
             except Exception:  # energy is optional: never fail a fit for it
                 logging.getLogger(__name__).warning(
                     "codecarbon failed to start; energy is not measured", exc_info=True)
@@ -276,9 +279,12 @@ class _Energy:
     @classmethod
     def stop(cls) -> tuple[float | None, float | None, str | None]:
         with cls._lock:
+            cls._running = False
             try:
                 data = cls._tracker.stop_task()
             except Exception:
+                return None, None, None
+            if data is None:
                 return None, None, None
             grid = (f"{data.country_iso_code} grid" if data.country_iso_code
                     else "world-average grid")

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from ._calibration import Calibrated, calibrate, fit_temperature
-from ._cost import count_flops, inference_flops
+from ._cost import inference_flops
 from ._dask import is_dask_collection
 from ._deployable import Deployable
 from ._finetune_base import BaseFineTuner
@@ -358,6 +358,15 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         with self._predicting():
             return outputs_and_features(self.net_, dataset)
 
+    def __sklearn_clone__(self) -> FineTuneClassifier:
+        """A clone with the same, fitted, teacher (scikit-learn would clone it unfitted:
+        a teacher is used, never refitted, so searches and cross-validation share it)."""
+        from sklearn.base import clone
+
+        params = self.get_params(deep=False)
+        return type(self)(**{k: v if k == "teacher" else clone(v, safe=False)
+                             for k, v in params.items()})
+
     def _teacher(self):
         """The distillation teacher (subclasses without the parameter have none)."""
         return getattr(self, "teacher", None)
@@ -392,11 +401,23 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         score : float
             The accuracy.
         """
-        if not self._multioutput():
-            return super().score(X, y, sample_weight)
         from sklearn.metrics import accuracy_score
 
         y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        if not self._multioutput():
+            if y.ndim != 1 or self.multilabel_:
+                return super().score(X, y, sample_weight)
+            # rows without a label (a teacher's pool) say nothing: left out, unless the
+            # marker is a class of the model
+            keep = ~_unlabelled(y) | np.isin(y, self.classes_)
+            if keep.all():
+                return super().score(X, y, sample_weight)
+            if not keep.any():
+                raise ValueError("y has no labelled row to score")
+            rows = as_image_source(X).subset(np.flatnonzero(keep).tolist())
+            weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
+            return float(accuracy_score(labelled_values(y[keep]), self.predict(rows),
+                                        sample_weight=weights))
         predicted = self.predict(X)
         if y.shape != predicted.shape:
             raise ValueError(f"y has shape {y.shape}; this model predicts "
@@ -404,8 +425,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
         scores = []
         for j in range(y.shape[1]):
-            column = y[:, j].astype(object) if y.dtype.kind not in "iufO" else y[:, j]
-            keep = ~unlabelled_mask(column)
+            column = y[:, j]
+            keep = ~_unlabelled(column)
             if not keep.any():  # no label in this column: it says nothing
                 continue
             scores.append(accuracy_score(
@@ -478,12 +499,12 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             y = column_or_1d(y)
         if len(y) != n_samples:
             raise ValueError(f"X has {n_samples} images but y has {len(y)} labels")
+        if self._teacher() is not None:  # one label per image (its own check)
+            return self._encode_for_teacher(y)
         if y.ndim == 2:
             if _is_indicator(y):
                 return self._encode_multilabel(y)
             return self._encode_multioutput(y)
-        if self._teacher() is not None:
-            return self._encode_for_teacher(y)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D labels, a 2-D label indicator matrix or 2-D "
                              f"labels (one task per column), got "
@@ -501,6 +522,9 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if len(classes) < 2:
             raise ValueError(f"y has a single class '{classes[0]}'; need at least 2")
         check_reject_label(self.reject_label, classes)
+        if getattr(self, "task_weights", None) is not None:
+            raise ValueError("task_weights applies to multi-output y (one task per "
+                             "column); y has one label per image")
         encoded = encoder.transform(y).astype(np.int64)
         return encoded, {"classes_": classes, "multilabel_": False, "multioutput_": False}
 
@@ -538,9 +562,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                              "image)")
         if y.ndim != 1:
             raise ValueError(f"with a teacher, y must be 1-D labels, got shape {y.shape}")
-        column = y.astype(object) if y.dtype.kind not in "iufO" else y
-        unlabelled = unlabelled_mask(column)
-        labels = labelled_values(column[~unlabelled])
+        unlabelled = _unlabelled(y)
+        labels = labelled_values(y[~unlabelled])
         position = {c: i for i, c in enumerate(classes.tolist())}
         unknown = sorted({v for v in labels.tolist() if v not in position}, key=str)
         if unknown:
@@ -574,15 +597,21 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if self.calibration == "temperature":
             raise ValueError("calibration='temperature' applies to single-label and "
                              "multi-label y, not to multi-output y")
-        if self.task_weights is not None and len(self.task_weights) != y.shape[1]:
-            raise ValueError(f"task_weights has {len(self.task_weights)} weights but y has "
-                             f"{y.shape[1]} target columns")
+        if self.task_weights is not None:
+            weights = np.asarray(self.task_weights, dtype=float)
+            if weights.shape != (y.shape[1],):
+                raise ValueError(f"task_weights has {weights.size} weights but y has "
+                                 f"{y.shape[1]} target columns")
+            if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum()):
+                raise ValueError(f"task_weights must be non-negative and not all 0, got "
+                                 f"{weights.tolist()}")
         encoded = np.full(y.shape, -1, dtype=np.int64)
         classes = []
         for j in range(y.shape[1]):
-            column = y[:, j].astype(object) if y.dtype.kind not in "iufO" else y[:, j]
-            missing = unlabelled_mask(column)
-            values = labelled_values(column[~missing])
+            column = y[:, j]
+            missing = _unlabelled(column)
+            values = labelled_values(column[~missing].astype(object) if column.dtype.kind
+                                     == "O" else column[~missing])
             if len(np.unique(values)) < 2:
                 raise ValueError(f"y[:, {j}] has {len(np.unique(values))} class(es) among "
                                  "its labelled rows; every target column needs at least 2")
@@ -615,11 +644,21 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             if unknown:
                 raise ValueError(f"class_weight names labels {unknown} that are not in y "
                                  f"(classes: {classes.tolist()})")
-        weights = compute_class_weight(self.class_weight, classes=classes, y=classes[targets])
+        present = np.unique(targets)  # a teacher's class may have no labelled row
+        weights = np.ones(len(classes))
+        weights[present] = compute_class_weight(self.class_weight, classes=classes[present],
+                                                y=classes[targets])
         return weights[targets]
 
     def _stratify(self, targets: np.ndarray) -> np.ndarray | None:
         return None if targets.ndim == 2 else targets
+
+    def _split(self, targets: np.ndarray, seed: int, idx: np.ndarray | None = None):
+        if targets.ndim == 2 or idx is not None or not (targets < 0).any():
+            return super()._split(targets, seed, idx)
+        # validation holds labelled rows only; every unlabelled row trains
+        train, valid = super()._split(targets, seed, np.flatnonzero(targets >= 0))
+        return np.concatenate([train, np.flatnonzero(targets < 0)]), valid
 
     def _n_outputs(self, info: dict) -> int:
         if info.get("multioutput_"):
@@ -658,6 +697,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         super()._set_fitted(*args, **kwargs)
         self.temperature_ = 1.0  # until the held-out images set it (not after a Ctrl-C)
         self._rejector = None
+        self.__dict__.pop("inference_flops_", None)  # a fit with a teacher sets it
 
     def _fit_from_network(self, source, targets: np.ndarray, weights: np.ndarray | None,
                           train_idx: np.ndarray, valid_idx: np.ndarray | None) -> None:
@@ -674,8 +714,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                 logits, targets[valid_idx], None if weights is None else weights[valid_idx],
                 self.multilabel_, smoothing=None)
         if self._teacher() is not None:
-            size = (3, self.preprocessing_.crop_size, self.preprocessing_.crop_size)
-            self.inference_flops_ = {"student": count_flops(self.net_.module_, size)[0],
+            self.inference_flops_ = {"student": inference_flops(self),
                                      "teacher": inference_flops(self.teacher)}
         if self.reject_label is not None:
             rows = np.asarray(train_idx)
@@ -756,6 +795,12 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         return self
 
 
+def _unlabelled(column: np.ndarray) -> np.ndarray:
+    """Which entries of a 1-D label column are the no-label marker (``-1``, None, NaN)."""
+    return unlabelled_mask(column.astype(object) if column.dtype.kind not in "iufO"
+                           else column)
+
+
 def _is_indicator(y: np.ndarray) -> bool:
     """Whether 2-D ``y`` is a label indicator matrix (0/1 only: multi-label)."""
     if y.dtype.kind == "b":
@@ -769,7 +814,7 @@ def _stack_columns(columns: list[np.ndarray]) -> np.ndarray:
     """Per-column labels as one ``(n, k)`` array: their common dtype when the columns
     agree (all numbers, or all strings), else object (labels kept as they are)."""
     kinds = {c.dtype.kind for c in columns}
-    if kinds <= set("iu") or kinds <= set("iuf") or kinds == {"U"}:
+    if kinds <= set("iuf") or kinds == {"U"}:
         return np.stack(columns, axis=1)
     out = np.empty((len(columns[0]), len(columns)), dtype=object)
     for j, c in enumerate(columns):

@@ -32,7 +32,7 @@ from ._deployable import Deployable, Finished, Mirrored, check_tta, frozen_copy
 from ._lora import add_adapters, default_targets, has_adapters, merge_adapters
 from ._losses import WeightedLoss
 from ._lr_finder import LRFindResult, range_test
-from ._plan import ADAPTER_MARK, GroupPlan, trained_after_warmup, training_plan
+from ._plan import GroupPlan, trained_after_warmup, training_plan
 from ._resume import TrainingState, fit_fingerprint, read_checkpoint
 from ._schedules import SCHEDULES, LRSchedule
 from ._seeding import is_int, seed_from, seeded
@@ -205,7 +205,9 @@ class BaseFineTuner(ImageEstimator):
         source, targets, info, weights = self._prepare(X, y, sample_weight)
         device = self._device()
         meter.set_compute(device, self._amp_dtype(device))
-        ckpt_path, meta, checkpoint = self._checkpoint(source, targets, weights)
+        # a teacher's probabilities are part of what this fit learns from (checkpoint key)
+        extras = self._training_extras(X, source, targets, info)
+        ckpt_path, meta, checkpoint = self._checkpoint(source, targets, weights, extras)
         if checkpoint is not None:
             seed = checkpoint["meta"]["seed"]
         else:
@@ -214,7 +216,6 @@ class BaseFineTuner(ImageEstimator):
         fork = [] if device.type != "cuda" else [device]
         backbone = self._backbone(seed, fork)
         train_idx, valid_idx = self._split(targets, seed)
-        extras = self._training_extras(X, source, targets, info)
         train_ds = self._dataset(source, backbone.preprocessing, targets, train_idx,
                                  self._augmentation(backbone.preprocessing.crop_size), weights,
                                  extras=extras)
@@ -353,7 +354,8 @@ class BaseFineTuner(ImageEstimator):
             backbone = self._backbone(seed, fork)
             dataset = self._dataset(source, backbone.preprocessing, targets, None,
                                     self._augmentation(backbone.preprocessing.crop_size),
-                                    weights)
+                                    weights, extras=self._training_extras(X, source,
+                                                                          targets, info))
             return self._range_test(backbone, dataset, info, device, seed, fork,
                                     start_lr=start_lr, end_lr=end_lr, num_steps=num_steps)
 
@@ -517,11 +519,19 @@ class BaseFineTuner(ImageEstimator):
             if fitted.get("adapters") == "separate":  # the state holds them beside W
                 self._add_adapters(module, backbone.groups)
         if fitted.get("adapters_only"):  # the base's weights came with the backbone
+            from .exchange import tensor_digest
+
+            base = {k: v for k, v in module.state_dict().items() if k not in state}
+            if tensor_digest(base) != fitted.get("base_digest"):
+                raise ValueError("the file holds adapters trained on other base weights "
+                                 "than those this model's spec and weights (or the module "
+                                 "passed) give; pass the module with the pretrained "
+                                 "weights the model was fine-tuned from")
             missing, unexpected = module.load_state_dict(state, strict=False)
-            trained = [n for n in missing if ADAPTER_MARK in n or not n.startswith("body.")]
-            if unexpected or trained:
+            lacking = sorted(set(missing) - set(base))
+            if unexpected or lacking:
                 raise RuntimeError(f"Error(s) in loading state_dict: unexpected "
-                                   f"{unexpected[:3]}, missing {trained[:3]}")
+                                   f"{unexpected[:3]}, missing {lacking[:3]}")
         else:
             module.load_state_dict(state, strict=True)
         module.eval()
@@ -554,8 +564,8 @@ class BaseFineTuner(ImageEstimator):
         self.interrupted_ = interrupted
         self.precision_ = _runtime.precision_name(net.amp_dtype)
 
-    def _checkpoint(self, source, targets, weights) -> tuple[os.PathLike | None, dict,
-                                                             dict | None]:
+    def _checkpoint(self, source, targets, weights, extras=None
+                    ) -> tuple[os.PathLike | None, dict, dict | None]:
         """The checkpoint file of this fit, its metadata, and its contents if it exists."""
         if self.checkpoint is None:
             return None, {}, None
@@ -564,6 +574,8 @@ class BaseFineTuner(ImageEstimator):
         params["estimator"] = type(self).__name__
         labels = self._fingerprint_targets(targets)
         labels = labels if weights is None else [labels, weights]
+        if extras:
+            labels = [labels, *(extras[k] for k in sorted(extras))]
         key = fit_fingerprint(params, source, labels)
         path = os.path.join(self.checkpoint, f"finetune-{key[:24]}.ckpt")
         meta = {"fingerprint": key}
@@ -613,7 +625,9 @@ class BaseFineTuner(ImageEstimator):
         if self.adapter_targets is None:
             names = default_targets(body)
         else:
-            names = [n for n in named if n and any(
+            supported = (nn.Linear, nn.Conv2d, nn.MultiheadAttention)
+            modules = dict(body.named_modules())
+            names = [n for n in named if n and isinstance(modules[n], supported) and any(
                 fnmatch.fnmatchcase(plain(n), pattern) for pattern in self.adapter_targets)]
         if self.unfreeze != "all":
             members = [m for _, group in groups[len(groups) - int(self.unfreeze):]
@@ -621,7 +635,8 @@ class BaseFineTuner(ImageEstimator):
             names = [n for n in names if any(plain(n) == m or plain(n).startswith(m + ".")
                                              for m in members)]
         if not names:
-            where = "matching adapter_targets" if self.adapter_targets is not None else \
+            where = ("of a supported kind (linear, convolution, attention) matching "
+                     "adapter_targets") if self.adapter_targets is not None else \
                 "of a supported kind (linear, attention, 1x1 convolution)"
             raise ValueError(f"adapter={self.adapter!r} found no layer {where} in the "
                              f"{self.unfreeze} trained group(s) of {type(body).__name__}")

@@ -24,6 +24,7 @@ from ._adaptation import DomainAdaptationClassifier
 from ._extractor import PretrainedFeatureExtractor
 from ._finetune import FineTuneClassifier
 from ._finetune_base import BaseFineTuner
+from ._plan import ADAPTER_MARK
 from ._regressor import FineTuneRegressor
 from ._segmenter import FineTuneSegmenter
 from ._zero_shot import ZeroShotClassifier
@@ -44,6 +45,19 @@ _LABEL_DICTS = ("class_weight", "class_descriptions")
 _ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegressor,
                                               DomainAdaptationClassifier, FineTuneSegmenter,
                                               PretrainedFeatureExtractor, ZeroShotClassifier)}
+
+
+def tensor_digest(tensors: dict) -> str:
+    """A SHA-256 of named tensors (names, dtypes, shapes and values, in name order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu")
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        flat = t.contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
 
 
 def _json_param(name: str, value: object) -> object:
@@ -138,8 +152,18 @@ def export_model(estimator: BaseFineTuner | PretrainedFeatureExtractor,
         if fitted.get("adapters") != "separate":
             raise ValueError("adapters_only=True needs a model fitted with separate "
                              "adapters (adapter='lora', adapter_merge=False)")
-        state = {k: v for k, v in state.items() if ".lora_" in k or not k.startswith("body.")}
+        if estimator.weights is None:
+            raise ValueError("adapters_only=True: the model's base has random weights "
+                             "(weights=None), which import_model cannot rebuild; export "
+                             "the whole model")
+        buffers = {f"body.{n}" for n, _ in module.body.named_buffers()}
+        base = {k: v for k, v in state.items() if k.startswith("body.")
+                and ADAPTER_MARK not in k and k not in buffers}
+        # what training changed: adapters, head, and the body's buffers (AdaBN and
+        # BatchNorm statistics); the frozen base is checked by its digest on import
+        state = {k: v for k, v in state.items() if k not in base}
         fitted["adapters_only"] = True
+        fitted["base_digest"] = tensor_digest(base)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     tensors.update({_ARRAY_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v))
                     for k, v in arrays.items()})

@@ -99,3 +99,59 @@ def test_saving_a_student(teacher, tmp_path):
     joblib.dump(student.set_params(teacher=None), tmp_path / "s.joblib")
     np.testing.assert_array_equal(joblib.load(tmp_path / "s.joblib").predict(X_TOY),
                                   student.predict(X_TOY))
+
+
+def test_searches_and_clones_keep_the_fitted_teacher(teacher):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    student = toy(teacher=teacher, max_epochs=1)
+    assert clone(student).teacher is teacher  # used, never refitted: not cloned
+    search = GridSearchCV(student, {"distill_weight": [0.5, 0.9]}, cv=2).fit(X_TOY, Y_TOY)
+    assert search.best_estimator_.teacher is teacher
+
+
+def test_unlabelled_rows_in_validation_scores_and_weights(teacher):
+    y = Y_TOY.astype(object)
+    y[:6] = None
+    clf = toy(teacher=teacher, max_epochs=2, validation_fraction=0.25,
+              class_weight="balanced").fit(X_TOY, y)
+    # scoring leaves the unlabelled rows out
+    labelled = np.arange(6, 24)
+    assert clf.score(X_TOY, y) == pytest.approx(clf.score(X_TOY[labelled], Y_TOY[labelled]))
+    # a teacher's class without any labelled image is no error for class weights
+    only_two = Y_TOY.astype(object)
+    only_two[only_two == "emu"] = None
+    toy(teacher=teacher, max_epochs=1, class_weight="balanced").fit(X_TOY, only_two)
+
+
+def test_a_teacher_needs_one_label_per_image(teacher):
+    y2 = np.stack([Y_TOY, Y_TOY], axis=1)
+    with pytest.raises(ValueError, match="with a teacher, y must be 1-D"):
+        toy(teacher=teacher, max_epochs=1).fit(X_TOY, y2)
+
+
+def test_the_teachers_probabilities_are_part_of_the_checkpoint_key(teacher, tmp_path):
+    first = toy(teacher=teacher, max_epochs=2, checkpoint=tmp_path).fit(X_TOY, Y_TOY)
+    other = make_pipeline(FunctionTransformer(flatten), LogisticRegression(C=0.01)).fit(
+        X_TOY, Y_TOY)
+    second = toy(teacher=other, max_epochs=2, checkpoint=tmp_path).fit(X_TOY, Y_TOY)
+    assert len(list(tmp_path.glob("*.ckpt"))) == 2  # not the first fit's student again
+    assert not np.allclose(first.predict_proba(X_TOY), second.predict_proba(X_TOY))
+
+
+def test_the_learning_rate_finder_sees_the_teacher(teacher):
+    y = np.full(len(X_TOY), None, dtype=object)  # no label at all: the teacher alone
+    result = toy(teacher=teacher).lr_find(X_TOY, y, num_steps=5)
+    assert np.isfinite(result.losses).all() and max(result.losses) > 0
+
+
+def test_a_measured_call_inside_another_is_not_started_again():
+    from sktransfer._cost import _Energy
+
+    previous = (_Energy._running, _Energy._failed)
+    try:
+        _Energy._running, _Energy._failed = True, False
+        assert _Energy.start() is False  # the outer measurement counts it
+    finally:
+        _Energy._running, _Energy._failed = previous
