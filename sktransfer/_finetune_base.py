@@ -29,7 +29,13 @@ from ._batchnorm import BatchNormRecalibration, recalibrate
 from ._cost import ComputeCost, CostMeter
 from ._dask import is_dask_collection
 from ._deployable import Deployable, Finished, Mirrored, check_tta, frozen_copy
-from ._lora import add_adapters, default_targets, has_adapters, merge_adapters
+from ._lora import (
+    add_adapters,
+    default_targets,
+    has_adapters,
+    merge_adapters,
+    tensor_digest,
+)
 from ._losses import WeightedLoss
 from ._lr_finder import LRFindResult, range_test
 from ._plan import GroupPlan, trained_after_warmup, training_plan
@@ -519,8 +525,6 @@ class BaseFineTuner(ImageEstimator):
             if fitted.get("adapters") == "separate":  # the state holds them beside W
                 self._add_adapters(module, backbone.groups)
         if fitted.get("adapters_only"):  # the base's weights came with the backbone
-            from .exchange import tensor_digest
-
             base = {k: v for k, v in module.state_dict().items() if k not in state}
             if tensor_digest(base) != fitted.get("base_digest"):
                 raise ValueError("the file holds adapters trained on other base weights "

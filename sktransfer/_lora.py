@@ -23,6 +23,7 @@ own parametrized class, so merging a copy leaves the original adapted.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 
 import torch
@@ -30,7 +31,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 __all__ = ["LowRankUpdate", "adapter_names", "adapter_state", "add_adapters",
-           "default_targets", "has_adapters", "load_adapter_state", "merge_adapters"]
+           "default_targets", "has_adapters", "load_adapter_state", "merge_adapters",
+           "tensor_digest"]
 
 
 class LowRankUpdate(nn.Module):
@@ -331,3 +333,14 @@ def _restore(self: nn.Module, state: dict) -> None:
             parametrize.register_parametrization(self, tensor_name, parametrization,
                                                  unsafe=plist.unsafe)
     _make_portable(self)
+
+
+def tensor_digest(tensors: dict) -> str:
+    """A SHA-256 of named tensors (names, dtypes, shapes and values, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu")
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        flat = t.contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()

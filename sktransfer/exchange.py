@@ -24,6 +24,7 @@ from ._adaptation import DomainAdaptationClassifier
 from ._extractor import PretrainedFeatureExtractor
 from ._finetune import FineTuneClassifier
 from ._finetune_base import BaseFineTuner
+from ._lora import tensor_digest
 from ._plan import ADAPTER_MARK
 from ._regressor import FineTuneRegressor
 from ._segmenter import FineTuneSegmenter
@@ -45,19 +46,6 @@ _LABEL_DICTS = ("class_weight", "class_descriptions")
 _ESTIMATORS = {cls.__name__: cls for cls in (FineTuneClassifier, FineTuneRegressor,
                                               DomainAdaptationClassifier, FineTuneSegmenter,
                                               PretrainedFeatureExtractor, ZeroShotClassifier)}
-
-
-def tensor_digest(tensors: dict) -> str:
-    """A SHA-256 of named tensors (names, dtypes, shapes and values, in name order)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu")
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        flat = t.contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return digest.hexdigest()
 
 
 def _json_param(name: str, value: object) -> object:
