@@ -612,6 +612,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             missing = _unlabelled(column)
             values = labelled_values(column[~missing].astype(object) if column.dtype.kind
                                      == "O" else column[~missing])
+            if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+                raise ValueError(f"y[:, {j}] holds continuous values (e.g. "
+                                 f"{values[values != np.round(values)][0].item()!r}), not class "
+                                 "labels; a 2-D y is a 0/1 label indicator matrix or one "
+                                 "set of class labels per column")
             if len(np.unique(values)) < 2:
                 raise ValueError(f"y[:, {j}] has {len(np.unique(values))} class(es) among "
                                  "its labelled rows; every target column needs at least 2")

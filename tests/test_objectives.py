@@ -143,5 +143,6 @@ def test_multilabel_refuses_class_weight_and_non_binary_indicators():
     Y = np.stack([np.arange(24) % 2, np.arange(24) % 3 == 0], axis=1).astype(int)
     with pytest.raises(ValueError, match="class_weight applies to single-label y"):
         toy(class_weight="balanced").fit(X_TOY, Y)
-    with pytest.raises(ValueError, match=r"y\[0, 0\] is 0.5"):
+    # not 0/1: a multi-output y (one task per column), whose labels cannot be fractions
+    with pytest.raises(ValueError, match=r"y\[:, 0\] holds continuous values \(e.g. 0.5\)"):
         toy().fit(X_TOY, np.full((24, 2), 0.5))
