@@ -662,7 +662,12 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if targets.ndim == 2 or idx is not None or not (targets < 0).any():
             return super()._split(targets, seed, idx)
         # validation holds labelled rows only; every unlabelled row trains
-        train, valid = super()._split(targets, seed, np.flatnonzero(targets >= 0))
+        labelled = np.flatnonzero(targets >= 0)
+        if self.validation_fraction and not len(labelled):
+            raise ValueError(f"validation_fraction={self.validation_fraction} holds out "
+                             "labelled images, but no row of y has a label; set "
+                             "validation_fraction=0")
+        train, valid = super()._split(targets, seed, labelled)
         return np.concatenate([train, np.flatnonzero(targets < 0)]), valid
 
     def _n_outputs(self, info: dict) -> int:
@@ -708,10 +713,10 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                           train_idx: np.ndarray, valid_idx: np.ndarray | None) -> None:
         """The temperature, on the validation images' logits (``calibration``), and the
         reject threshold, on the training images' embeddings (``reject_label``)."""
-        if self.calibration is not None and valid_idx is not None and \
+        if valid_idx is not None and targets.ndim == 1:  # labelled rows only
+            valid_idx = np.asarray(valid_idx)[targets[valid_idx] >= 0]
+        if self.calibration is not None and valid_idx is not None and len(valid_idx) and \
                 not self._multioutput():
-            if targets.ndim == 1:  # labelled rows (a teacher's -1 rows have no label)
-                valid_idx = np.asarray(valid_idx)[targets[valid_idx] >= 0]
             logits, _ = self._pass(source, valid_idx)
             # Laplace-smoothed targets: a small validation set classified without a
             # mistake must not drive the temperature to 0 (see fit_temperature)

@@ -125,6 +125,12 @@ def test_unlabelled_rows_in_validation_scores_and_weights(teacher):
     toy(teacher=teacher, max_epochs=1, class_weight="balanced").fit(X_TOY, only_two)
 
 
+def test_a_validation_split_needs_labels(teacher):
+    unlabelled = np.full(len(X_TOY), None, dtype=object)
+    with pytest.raises(ValueError, match="no row of y has a label; set validation_fraction"):
+        toy(teacher=teacher, max_epochs=1, validation_fraction=0.2).fit(X_TOY, unlabelled)
+
+
 def test_a_teacher_needs_one_label_per_image(teacher):
     y2 = np.stack([Y_TOY, Y_TOY], axis=1)
     with pytest.raises(ValueError, match="with a teacher, y must be 1-D"):
