@@ -130,7 +130,7 @@ def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
         clf.fit(Xtr, ytr)
     fit_s = time.perf_counter() - t0
     T = clf.temperature_
-    logits_te, feats_te = clf._pass(_source(Xte), np.arange(len(Xte)))
+    logits_te, feats_te = embed(clf, Xte)
     raw = softmax(logits_te, axis=1)
     cal = clf.predict_proba(Xte)
     before, after = ece_nll(yte, raw, clf.classes_), ece_nll(yte, cal, clf.classes_)
@@ -138,7 +138,7 @@ def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
     # temperatures fitted on the same validation logits in other ways, on the same test
     encoded = np.searchsorted(clf.classes_, ytr)
     _, valid = clf._split(encoded, seed)
-    val_logits, _ = clf._pass(_source(Xtr), valid)
+    val_logits = clf._pass(_source(Xtr), valid)[0].numpy()
     strategies = {}
     for name, smoothing in (("nll", 0.0), ("laplace", None)):
         t = fit_temperature(val_logits, encoded[valid], smoothing=smoothing)
@@ -150,11 +150,11 @@ def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
     strategies["validation"] = {"accuracy": float(np.mean(
         val_logits.argmax(1) == encoded[valid])), "n": len(valid)}
     # the scores of reject_label, fitted as fit fits them (on every training image here)
-    logits_tr, feats_tr = clf._pass(_source(Xtr), np.arange(len(Xtr)))
+    logits_tr, feats_tr = embed(clf, Xtr)
     ytr_idx = np.searchsorted(clf.classes_, ytr)
     rng = np.random.default_rng(seed)
     novel = novel_sets(task, Xte, other, rng)
-    novel_out = {name: clf._pass(_source(X), np.arange(len(X))) for name, X in novel.items()}
+    novel_out = {name: embed(clf, X) for name, X in novel.items()}
     correct = clf.classes_[logits_te.argmax(1)] == yte
     methods = {}
     for method in NOVELTY_SCORES:
@@ -162,7 +162,7 @@ def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
         s_in = rej.decision(feats_te, logits_te)
         row = {"kept_test": float(np.mean(s_in >= 0)), "auroc": {}, "rejected": {}}
         for name, (lo, fe) in novel_out.items():
-            s_out = rej.decision(fe, lo.numpy() if hasattr(lo, "numpy") else lo)
+            s_out = rej.decision(fe, lo)
             labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
             row["auroc"][name] = float(roc_auc_score(labels, np.r_[s_in, s_out]))
             row["rejected"][name] = float(np.mean(s_out < 0))
@@ -175,6 +175,12 @@ def run(task: str, unfreeze, seed: int, data: dict, args) -> dict:
             "temperature": T, "accuracy": float(acc), "ece_before": before[0],
             "ece_after": after[0], "nll_before": before[1], "nll_after": after[1],
             "strategies": strategies, "novelty": methods, "precision": clf.precision_}
+
+
+def embed(clf, X) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted network's logits and embeddings of ``X`` (one pass, as fit makes it)."""
+    outputs, features = clf._pass(_source(X))
+    return outputs.numpy(), features
 
 
 def _source(X):

@@ -10,7 +10,6 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch.callbacks import PassthroughScoring
 from torch import nn
@@ -507,6 +506,8 @@ class DomainAdaptationClassifier(FineTuneClassifier):
                 "FineTuneClassifier; see adaptation_check_", UserWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ score
+    _NO_LABEL_HINT = "; for target rows use sktransfer.prediction_entropy_scorer"
+
     def score(self, X: object, y: object, sample_weight: object = None) -> float:
         """Accuracy on the labelled rows of ``y``: the source domain's accuracy.
 
@@ -527,16 +528,7 @@ class DomainAdaptationClassifier(FineTuneClassifier):
         score : float
             Mean accuracy over the labelled rows.
         """
-        check_is_fitted(self, "net_")
-        y = as_label_array(y)
-        labelled = np.flatnonzero(~unlabelled_mask(y))
-        if not len(labelled):
-            raise ValueError("y has no labelled rows to score; for target rows use "
-                             "sktransfer.prediction_entropy_scorer")
-        rows = as_image_source(X).subset(labelled.tolist())
-        weights = None if sample_weight is None else np.asarray(sample_weight)[labelled]
-        return float(accuracy_score(labelled_values(y[labelled]), self.predict(rows),
-                                    sample_weight=weights))
+        return super().score(X, y, sample_weight)  # the labelled rows
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

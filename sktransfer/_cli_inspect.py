@@ -82,6 +82,7 @@ def _report(model, X: list, y: np.ndarray, args) -> str:
 
     from ._fixed_predictions import FixedPredictions
     from ._label_issues import issue_table
+    from ._losses_table import encode
     from .inspect import most_confused, plot_top_losses, top_losses
     from .metrics import expected_calibration_error, plot_reliability
 
@@ -119,7 +120,7 @@ def _report(model, X: list, y: np.ndarray, args) -> str:
     accuracy = float(np.mean(predicted == y))
     confused = most_confused(known, X, y).head(3)
     # log-loss in classes_' column order (sklearn's log_loss assumes sorted columns)
-    seen = proba[np.arange(len(y)), _codes(y, classes)]
+    seen = proba[np.arange(len(y)), encode(y, classes)]
     loss = float(-np.mean(np.log(np.clip(seen, np.finfo(np.float64).tiny, 1.0))))
     lines = [f"{len(X)} images, {len(classes)} classes; accuracy {accuracy:.3f}, "
              f"log-loss {loss:.3f}, expected calibration error {ece:.3f}"]
@@ -133,12 +134,6 @@ def _report(model, X: list, y: np.ndarray, args) -> str:
                     if len(issues) else ""))
     lines.append(f"report: {out}/ (" + ", ".join(REPORT_FILES) + ")")
     return "\n".join(lines)
-
-
-def _codes(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """The column of each label of ``y`` in ``classes`` (in their order, sorted or not)."""
-    column = {c: i for i, c in enumerate(classes.tolist())}
-    return np.asarray([column[v] for v in y.tolist()])
 
 
 def _confusion_png(y: np.ndarray, predicted: np.ndarray, classes: np.ndarray,

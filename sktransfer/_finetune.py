@@ -264,7 +264,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if is_dask_collection(X):
             check_is_fitted(self, "net_")
             return self._lazy(X, "decision_function")
-        outputs, _ = self._outputs(X)
+        outputs, _ = self._outputs(X, features=False)
         logits = (outputs.mean(1) if outputs.ndim == 3 else outputs).numpy()
         logits = (logits / self._temperature()).astype(np.float32)
         if self._multioutput():
@@ -350,13 +350,12 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         outputs, features = self._outputs(X)
         return rejector.decision(features, outputs.numpy())
 
-    def _outputs(self, X: object) -> tuple[torch.Tensor, np.ndarray]:
-        """The raw outputs ((N, C), or (N, V, C) with ``tta``) and the head's inputs."""
+    def _outputs(self, X: object, features: bool = True
+                 ) -> tuple[torch.Tensor, np.ndarray | None]:
+        """The raw outputs ((N, C), or (N, V, C) with ``tta``) and, with ``features``, the
+        head's inputs."""
         self._check_tta()
-        source = as_image_source(X)
-        dataset = self._dataset(source, self.preprocessing_, views=tta_views(self.tta))
-        with self._predicting():
-            return outputs_and_features(self.net_, dataset)
+        return self._pass(as_image_source(X), views=tta_views(self.tta), features=features)
 
     def __sklearn_clone__(self) -> FineTuneClassifier:
         """A clone with the same, fitted, teacher (scikit-learn would clone it unfitted:
@@ -366,6 +365,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         params = self.get_params(deep=False)
         return type(self)(**{k: v if k == "teacher" else clone(v, safe=False)
                              for k, v in params.items()})
+
+    _NO_LABEL_HINT = ""  # what score's error adds (domain adaptation: its target rows)
 
     def _teacher(self):
         """The distillation teacher (subclasses without the parameter have none)."""
@@ -409,12 +410,11 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                 return super().score(X, y, sample_weight)
             # rows without a label (a teacher's pool) say nothing: left out, unless the
             # marker is a class of the model
-            keep = ~_unlabelled(y) | np.isin(y, self.classes_)
-            if keep.all():
-                return super().score(X, y, sample_weight)
+            keep = ~unlabelled_mask(y) | np.isin(y, self.classes_)
             if not keep.any():
-                raise ValueError("y has no labelled row to score")
-            rows = as_image_source(X).subset(np.flatnonzero(keep).tolist())
+                raise ValueError(f"y has no labelled rows to score{self._NO_LABEL_HINT}")
+            rows = X if keep.all() else as_image_source(X).subset(
+                np.flatnonzero(keep).tolist())
             weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
             return float(accuracy_score(labelled_values(y[keep]), self.predict(rows),
                                         sample_weight=weights))
@@ -426,7 +426,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         scores = []
         for j in range(y.shape[1]):
             column = y[:, j]
-            keep = ~_unlabelled(column)
+            keep = ~unlabelled_mask(column)
             if not keep.any():  # no label in this column: it says nothing
                 continue
             scores.append(accuracy_score(
@@ -562,7 +562,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                              "image)")
         if y.ndim != 1:
             raise ValueError(f"with a teacher, y must be 1-D labels, got shape {y.shape}")
-        unlabelled = _unlabelled(y)
+        unlabelled = unlabelled_mask(y)
         labels = labelled_values(y[~unlabelled])
         position = {c: i for i, c in enumerate(classes.tolist())}
         unknown = sorted({v for v in labels.tolist() if v not in position}, key=str)
@@ -609,9 +609,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         classes = []
         for j in range(y.shape[1]):
             column = y[:, j]
-            missing = _unlabelled(column)
-            values = labelled_values(column[~missing].astype(object) if column.dtype.kind
-                                     == "O" else column[~missing])
+            missing = unlabelled_mask(column)
+            values = labelled_values(column[~missing])
             if values.dtype.kind == "f" and not np.all(values == np.round(values)):
                 raise ValueError(f"y[:, {j}] holds continuous values (e.g. "
                                  f"{values[values != np.round(values)][0].item()!r}), not class "
@@ -717,7 +716,7 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             valid_idx = np.asarray(valid_idx)[targets[valid_idx] >= 0]
         if self.calibration is not None and valid_idx is not None and len(valid_idx) and \
                 not self._multioutput():
-            logits, _ = self._pass(source, valid_idx)
+            logits = self._pass(source, valid_idx, features=False)[0].numpy()
             # Laplace-smoothed targets: a small validation set classified without a
             # mistake must not drive the temperature to 0 (see fit_temperature)
             self.temperature_ = fit_temperature(
@@ -728,7 +727,8 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
                                      "teacher": inference_flops(self.teacher)}
         if self.reject_label is not None:
             rows = np.asarray(train_idx)
-            logits, features = self._pass(source, rows)
+            outputs, features = self._pass(source, rows)
+            logits = outputs.numpy()
             labels = targets[rows].copy()
             # unlabelled rows (domain adaptation's target images, the kind it will
             # predict) count with the class the network gives them
@@ -737,12 +737,14 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
             self._rejector = Rejector.fit(self.novelty, float(self.keep_rate), features,
                                           logits, labels)
 
-    def _pass(self, source, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and embeddings of ``source``'s ``rows`` (no augmentation, no views)."""
-        dataset = self._dataset(source, self.preprocessing_, indices=rows)
+    def _pass(self, source, rows: np.ndarray | None = None, views=None,
+              features: bool = True) -> tuple[torch.Tensor, np.ndarray | None]:
+        """One pass of the fitted net over ``source``'s ``rows`` (all when None; no
+        augmentation): its raw outputs and, with ``features``, the head's inputs, views
+        averaged."""
+        dataset = self._dataset(source, self.preprocessing_, indices=rows, views=views)
         with self._predicting():
-            outputs, features = outputs_and_features(self.net_, dataset)
-        return outputs.numpy(), features
+            return outputs_and_features(self.net_, dataset, features)
 
     def __setstate__(self, state: dict) -> None:
         if "net_" in state:  # fitted before calibration and reject labels existed
@@ -803,12 +805,6 @@ class FineTuneClassifier(ClassifierMixin, BaseFineTuner):
         if "reject" in fitted:
             self._rejector = Rejector.from_state(fitted["reject"], fitted.get("_arrays", {}))
         return self
-
-
-def _unlabelled(column: np.ndarray) -> np.ndarray:
-    """Which entries of a 1-D label column are the no-label marker (``-1``, None, NaN)."""
-    return unlabelled_mask(column.astype(object) if column.dtype.kind not in "iufO"
-                           else column)
 
 
 def _is_indicator(y: np.ndarray) -> bool:

@@ -75,11 +75,14 @@ def energy(logits: np.ndarray) -> np.ndarray:
     return logsumexp(z, axis=-1)
 
 
-def outputs_and_features(net, dataset) -> tuple[torch.Tensor, np.ndarray]:
+def outputs_and_features(net, dataset, features: bool = True
+                         ) -> tuple[torch.Tensor, np.ndarray | None]:
     """One pass of the fitted skorch ``net`` over ``dataset``: its raw outputs (as
-    ``net.forward`` returns them, on the CPU) and the head's inputs, averaged over
-    test-time views, as a float32 array."""
+    ``net.forward`` returns them, on the CPU) and, with ``features``, the head's inputs,
+    averaged over test-time views, as a float32 array (else None)."""
     module = net.module_
+    if not features:
+        return net.forward(dataset, training=False, device="cpu").float(), None
     captured: list[torch.Tensor] = []
     handle = module.head.register_forward_hook(
         lambda _, inputs, __: captured.append(inputs[0].detach().float().cpu()))
@@ -87,10 +90,10 @@ def outputs_and_features(net, dataset) -> tuple[torch.Tensor, np.ndarray]:
         outputs = net.forward(dataset, training=False, device="cpu")
     finally:
         handle.remove()
-    features = torch.cat(captured) if captured else torch.empty(0, module.head.in_features)
+    inputs = torch.cat(captured) if captured else torch.empty(0, module.head.in_features)
     if outputs.ndim == 3:  # (N, V, C): features arrive flattened as (N * V, F)
-        features = features.unflatten(0, (outputs.shape[0], outputs.shape[1])).mean(1)
-    return outputs.float(), features.numpy()
+        inputs = inputs.unflatten(0, (outputs.shape[0], outputs.shape[1])).mean(1)
+    return outputs.float(), inputs.numpy()
 
 
 def label_array(classes: np.ndarray, reject_label: object) -> np.ndarray:

@@ -147,8 +147,9 @@ def load_targets_table(
         raise FolderError(f"folder not found: {folder}")
     if not table.is_file():
         raise FolderError(f"targets file not found: {table}")
-    try:
-        frame = pd.read_csv(table)
+    try:  # labels as text (an empty cell: no label), numbers parsed below
+        frame = pd.read_csv(table, dtype=str, keep_default_na=False) if labels else \
+            pd.read_csv(table)
     except Exception as exc:  # pandas' parser errors vary
         raise FolderError(f"cannot read targets file {table}: {exc}") from None
     if frame.shape[1] < 2:
@@ -161,8 +162,7 @@ def load_targets_table(
                           f"{list(frame.columns)})")
     targets = frame[names]
     if labels:
-        text = pd.read_csv(table, dtype=str, keep_default_na=False)[names]
-        targets = text.astype(object).where(text != "", None)
+        targets = targets.astype(object).where(targets != "", None)
     for name in names if not labels else []:
         values = pd.to_numeric(targets[name], errors="coerce")
         bad = values.isna().to_numpy().nonzero()[0]
